@@ -1,0 +1,1 @@
+"""The identity domain, free of HTTP: emails, passwords, TOTP, sessions, throttling, audit."""

@@ -1,0 +1,1 @@
+"""Administrative services shared by the CLI and the admin pages."""

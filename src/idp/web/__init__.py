@@ -1,0 +1,1 @@
+"""The thin HTTP surface: protocol routes, hosted pages, security middleware."""
