@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 22:13:39.477631
+Create Date: 2026-11-29 22:16:44.561547
 """
 
 from collections.abc import Sequence
@@ -120,7 +120,9 @@ def upgrade() -> None:
         sa.Column("created_at", idp.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("active_from", idp.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("retired_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("seq", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
+        sa.UniqueConstraint("alg", "seq", name=op.f("uq_signing_keys_alg_seq")),
     )
     op.create_table(
         "browser_sessions",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, utcnow
@@ -13,7 +13,10 @@ from idp.models.base import Base, utcnow
 
 class SigningKey(Base):
     """A JWS signing key. Published from `created_at`, signs from `active_from`,
-    withdrawn from the JWKS after `retired_at`."""
+    withdrawn from the JWKS after `retired_at`.
+
+    `seq` numbers the keys of one `alg` (1, 2, ...); its unique constraint is the race
+    guard: two processes creating "the next key" at once cannot both commit."""
 
     __tablename__ = "signing_keys"
 
@@ -24,3 +27,6 @@ class SigningKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     active_from: Mapped[dt.datetime]
     retired_at: Mapped[dt.datetime | None]
+    seq: Mapped[int] = mapped_column(default=1)
+
+    __table_args__ = (UniqueConstraint("alg", "seq"),)
