@@ -1,0 +1,60 @@
+"""A fresh database migrated to head matches the models exactly, on every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from idp import migrations
+from idp.db import make_engine
+from idp.models import Base
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    """Alembic's autogenerate diff between the database and the models (empty = same)."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        assert migrations.is_at_head(engine)
+        diff = schema_diff(engine)
+        tables = set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert diff == [], f"models and migrations differ: {diff}"
+    assert set(Base.metadata.tables) <= tables
+    assert "alembic_version" in tables
+
+
+def test_the_comparison_notices_a_missing_unique_index(tmp_path: Path) -> None:
+    # Proves the check above can fail: the email uniqueness index is what issue 2 relies on.
+    engine = make_engine(f"sqlite:///{tmp_path}/drift.sqlite3")
+    try:
+        migrations.upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(text("DROP INDEX uq_accounts_email_key"))
+        diff = schema_diff(engine)
+    finally:
+        engine.dispose()
+    assert any(change[0] == "add_index" for change in diff), diff
+
+
+def test_an_empty_database_is_reported_as_not_migrated(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/empty.sqlite3")
+    try:
+        assert migrations.current_revision(engine) is None
+        assert not migrations.is_at_head(engine)
+        migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == migrations.head_revision()
+    finally:
+        engine.dispose()
