@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 22:16:44.561547
+Create Date: 2026-11-29 22:18:08.947394
 """
 
 from collections.abc import Sequence
@@ -124,6 +124,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
         sa.UniqueConstraint("alg", "seq", name=op.f("uq_signing_keys_alg_seq")),
     )
+    op.create_table(
+        "used_client_assertions",
+        sa.Column("jti", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", idp.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("jti", name=op.f("pk_used_client_assertions")),
+    )
+    with op.batch_alter_table("used_client_assertions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_used_client_assertions_expires_at"), ["expires_at"], unique=False
+        )
+
     op.create_table(
         "browser_sessions",
         sa.Column("id_hash", sa.String(length=64), nullable=False),
@@ -326,6 +337,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_browser_sessions_account_id"))
 
     op.drop_table("browser_sessions")
+    with op.batch_alter_table("used_client_assertions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_used_client_assertions_expires_at"))
+
+    op.drop_table("used_client_assertions")
     op.drop_table("signing_keys")
     with op.batch_alter_table("revoked_access_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_revoked_access_tokens_expires_at"))

@@ -4,7 +4,13 @@ from idp.models.account import Account, GlobalRole, Membership, Organisation, Or
 from idp.models.audit import AuditEvent
 from idp.models.base import Base, new_id, utcnow
 from idp.models.client import Client
-from idp.models.grant import AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
+from idp.models.grant import (
+    AuthorizationCode,
+    Grant,
+    RefreshToken,
+    RevokedAccessToken,
+    UsedClientAssertion,
+)
 from idp.models.key import SigningKey
 from idp.models.mfa import TotpCredential
 from idp.models.session import BrowserSession, LoginTransaction
@@ -28,6 +34,7 @@ __all__ = [
     "RevokedAccessToken",
     "SigningKey",
     "TotpCredential",
+    "UsedClientAssertion",
     "new_id",
     "utcnow",
 ]

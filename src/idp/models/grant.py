@@ -77,3 +77,13 @@ class RevokedAccessToken(Base):
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     revoked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class UsedClientAssertion(Base):
+    """The `jti` of a `private_key_jwt` client assertion already accepted (RFC 7523 3,
+    item 7): a replayed assertion is refused, across processes, until it expires."""
+
+    __tablename__ = "used_client_assertions"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
