@@ -34,6 +34,11 @@ PUBLIC_MEMBERS = frozenset({"kty", "kid", "use", "alg", "n", "e", "crv", "x", "y
 #: last token by the same margin.
 CLOCK_SKEW = dt.timedelta(seconds=60)
 
+#: Relying parties may cache the JWKS this long (`Cache-Control` of `/jwks.json`). The
+#: activation delay of a rotation must be at least this, so every cache has refetched a
+#: JWKS holding the new key before the first token signed with it appears.
+JWKS_MAX_AGE_SECONDS = 300
+
 #: How often creating "the next key" is retried after losing a race to another process.
 _CREATE_ATTEMPTS = 5
 
@@ -214,14 +219,16 @@ def rotate_keys(
     """
     if activation_delay < dt.timedelta(0) or retire_after < dt.timedelta(0):
         raise ValueError("activation_delay and retire_after must not be negative")
-    active_from = now + activation_delay
-    retire_at = active_from + retire_after
     created: list[SigningKey] = []
     for alg in algs:
-        for old in db.scalars(
-            select(SigningKey).where(SigningKey.alg == alg, SigningKey.retired_at.is_(None))
-        ):
-            old.retired_at = retire_at
+        rows = db.scalars(select(SigningKey).where(SigningKey.alg == alg)).all()
+        # With no key able to sign there is no token to keep verifiable and nothing for
+        # the new key to wait for: it signs at once.
+        delay = activation_delay if signing_choice(rows, alg, now) else dt.timedelta(0)
+        active_from = now + delay
+        for old in rows:
+            if old.retired_at is None:
+                old.retired_at = active_from + retire_after
         row = new_signing_key(
             alg=alg,
             encryptor=encryptor,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from idp.oauth.keyring import get_keyring
+from idp.oauth.keys import JWKS_MAX_AGE_SECONDS
 from idp.oauth.metadata import (
     JWKS_PATH,
     OAUTH_SERVER_METADATA_PATH,
@@ -22,8 +23,8 @@ DISCOVERY_CACHE_CONTROL = "public, max-age=3600"
 #: 900 s) must stay above it: a rotated-in key is published at once but signs only after
 #: the delay, so every cache that fetched the JWKS before the rotation has expired, and
 #: refetched a JWKS holding the new key, before the first token signed with it appears.
-JWKS_CACHE_CONTROL = "public, max-age=300"
-JWKS_MAX_AGE_SECONDS = 300
+#: (`idp keys rotate` warns when the delay is shorter.)
+JWKS_CACHE_CONTROL = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
 
 _PUBLIC_HEADERS = {
     # Public documents: browser-based relying parties may read them from any origin.
