@@ -211,7 +211,7 @@ def sign_in(
             if _origin(urljoin(str(current.url), post.action)) != origin:
                 result.response = current
                 return result
-        if page.errors and kind == posted_kind or kind == "other":
+        if (page.errors and kind == posted_kind) or kind == "other":
             raise SignInFailed(
                 f"sign-in stopped on {current.url} ({current.status_code}): "
                 f"{page.errors or page.heading or current.text[:300]}",
