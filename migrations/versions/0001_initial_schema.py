@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 22:18:08.947394
+Create Date: 2026-11-29 22:19:32.381795
 """
 
 from collections.abc import Sequence
@@ -210,6 +210,8 @@ def upgrade() -> None:
         sa.Column("consented_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("completed_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("consumed_at", idp.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.String(length=200), nullable=True),
+        sa.Column("entered_email", sa.String(length=320), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],

@@ -57,3 +57,7 @@ class LoginTransaction(Base):
     consented_at: Mapped[dt.datetime | None]
     completed_at: Mapped[dt.datetime | None]
     consumed_at: Mapped[dt.datetime | None]
+    #: A message key the next page view shows once (POST -> 303 -> GET keeps errors visible).
+    error: Mapped[str | None] = mapped_column(String(200))
+    #: The email address typed on the sign-in page, shown again after a failed attempt.
+    entered_email: Mapped[str | None] = mapped_column(String(320))
