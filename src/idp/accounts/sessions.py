@@ -1,0 +1,159 @@
+"""Server-side browser sessions behind an opaque cookie (ASVS 7.x, NIST 800-63B AAL2).
+
+The cookie holds 256 random bits; the database keeps only their SHA-256 digest, so a
+leaked table cannot be replayed as cookies. Every sign-in and step-up makes a new session
+and ends the one it replaces (ASVS 7.2.4: new session token on authentication). A
+session stops working after `session_idle_seconds` without use or `session_absolute_seconds`
+after authentication (NIST 800-63B rev 4 AAL2: idle at most 1 h, absolute at most 24 h),
+when it is ended, or when its account is disabled (ASVS 7.4.2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from idp.crypto import new_token, token_digest
+from idp.models import Account, BrowserSession
+from idp.settings import Settings
+
+#: Cookie names. `__Host-` (RFC 6265bis 4.1.3.2) pins the cookie to this exact host,
+#: Secure, Path=/ and no Domain, so a sibling subdomain cannot set or shadow it.
+SECURE_COOKIE_NAME = "__Host-idp-session"
+PLAIN_COOKIE_NAME = "idp-session"
+
+#: `last_seen_at` is written at most this often: the idle limit is measured in minutes,
+#: and a write per request would make every page view contend on the row.
+TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+#: Cookie values we issue are 43 characters; anything far longer is not ours and is not
+#: worth hashing.
+MAX_COOKIE_LENGTH = 128
+
+
+def session_cookie_name(settings: Settings) -> str:
+    """The cookie name: `__Host-` prefixed whenever cookies are Secure (https issuer)."""
+    return SECURE_COOKIE_NAME if settings.secure_cookies else PLAIN_COOKIE_NAME
+
+
+def _is_live(session: BrowserSession, *, settings: Settings, now: dt.datetime) -> bool:
+    if session.ended_at is not None:
+        return False
+    # NIST 800-63B AAL2 absolute limit: fixed at sign-in, activity does not extend it.
+    if now >= session.expires_at:
+        return False
+    # NIST 800-63B AAL2 idle limit / ASVS 7.3.1.
+    idle_limit = dt.timedelta(seconds=settings.session_idle_seconds)
+    return now < session.last_seen_at + idle_limit
+
+
+def current_session(
+    db: Session, *, cookie_value: str | None, settings: Settings, now: dt.datetime
+) -> BrowserSession | None:
+    """The live session named by the cookie, or None; refreshes its idle timer."""
+    if not cookie_value or len(cookie_value) > MAX_COOKIE_LENGTH:
+        return None
+    row = db.execute(
+        select(BrowserSession, Account.disabled_at)
+        .join(Account, Account.id == BrowserSession.account_id)
+        .where(BrowserSession.id_hash == token_digest(cookie_value))
+    ).one_or_none()
+    if row is None:
+        return None
+    session, disabled_at = row
+    if disabled_at is not None or not _is_live(session, settings=settings, now=now):
+        return None
+    if now - session.last_seen_at >= TOUCH_INTERVAL:
+        session.last_seen_at = now
+    return session
+
+
+def start_session(
+    db: Session,
+    *,
+    account_id: str,
+    auth_time: dt.datetime,
+    amr: list[str],
+    acr: str,
+    settings: Settings,
+    now: dt.datetime,
+    replacing: BrowserSession | None = None,
+) -> tuple[BrowserSession, str]:
+    """Start a session after (re-)authentication; returns the row and the cookie value.
+
+    `replacing` (the browser's previous session, if any) is ended: a fresh identifier at
+    sign-in and after the second factor defeats session fixation (ASVS 7.2.4).
+    """
+    if replacing is not None:
+        end_session(db, session=replacing, now=now)
+    cookie_value = new_token(32)
+    # The absolute limit runs from authentication, not from this row: a step-up that
+    # keeps the password's auth_time must not stretch the session past it.
+    started = min(auth_time, now)
+    session = BrowserSession(
+        id_hash=token_digest(cookie_value),
+        sid=new_token(32),
+        account_id=account_id,
+        auth_time=auth_time,
+        amr=list(amr),
+        acr=acr,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=started + dt.timedelta(seconds=settings.session_absolute_seconds),
+    )
+    db.add(session)
+    db.flush()
+    return session, cookie_value
+
+
+def end_session(db: Session, *, session: BrowserSession, now: dt.datetime) -> None:
+    """End one session (sign-out, replacement); ending twice keeps the first time."""
+    if session.ended_at is None:
+        session.ended_at = now
+        db.flush()
+
+
+def end_account_sessions(db: Session, *, account_id: str, now: dt.datetime) -> int:
+    """End every live session of an account (disable, MFA reset); returns how many."""
+    result = db.execute(
+        update(BrowserSession)
+        .where(BrowserSession.account_id == account_id, BrowserSession.ended_at.is_(None))
+        .values(ended_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def set_session_cookie(response: Response, *, value: str, settings: Settings) -> None:
+    """Set the session cookie: HttpOnly, SameSite=Lax, Secure and `__Host-` on https.
+
+    No Max-Age or Expires: the cookie lives as long as the browser session and the server
+    enforces the idle and absolute limits, so it never outlives the absolute limit on our
+    side, and a shared pharmacy computer forgets it when the browser closes.
+    SameSite=Lax (not Strict) so the top-level redirect back from an app to `/authorize`
+    still carries it, which single sign-on needs.
+    """
+    response.set_cookie(
+        session_cookie_name(settings),
+        value,
+        path="/",
+        domain=None,
+        secure=settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(response: Response, *, settings: Settings) -> None:
+    """Tell the browser to forget the session cookie (same attributes as when set)."""
+    response.delete_cookie(
+        session_cookie_name(settings),
+        path="/",
+        domain=None,
+        secure=settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
+    )
