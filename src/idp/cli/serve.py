@@ -1,0 +1,64 @@
+"""`idp serve` and `idp migrate`: run the provider, bring the database schema up to date."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from idp import migrations
+from idp.cli.context import NOT_MIGRATED, connect, load_settings, safe_url
+from idp.cli.errors import EXIT_DATABASE, CliError
+from idp.cli.output import JSON_HELP, emit
+
+
+def migrate(json_: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """Migrate the database to the newest schema revision."""
+    settings = load_settings()
+    engine = connect(settings)
+    try:
+        before = migrations.current_revision(engine)
+        migrations.upgrade(engine)
+        after = migrations.current_revision(engine)
+    finally:
+        engine.dispose()
+    url = safe_url(settings.database_url)
+    emit(
+        {"database": url, "from_revision": before, "revision": after},
+        as_json=json_,
+        text=f"{url} is at revision {after} (was {before or 'empty'})",
+    )
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the provider over HTTP (development databases are migrated first)."""
+    settings = load_settings()
+    engine = connect(settings)
+    try:
+        if not migrations.is_at_head(engine):
+            if settings.env != "development":
+                # A production schema changes only by an explicit, reviewed `idp migrate`.
+                raise CliError(NOT_MIGRATED, status=EXIT_DATABASE)
+            migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    # The import string and factory let each worker build its own app (and engine) from
+    # the environment, which is how settings reach worker processes.
+    uvicorn.run(
+        "idp.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        log_level=settings.log_level,
+        server_header=False,
+    )
