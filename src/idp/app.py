@@ -48,9 +48,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         openapi_url=None,
     )
     app.state.services = services
+    _add_web_security_and_static(app, services.settings)
     app.include_router(health.router)
     _include_optional_routers(app)
     return app
+
+
+def _add_web_security_and_static(app: FastAPI, settings: Settings) -> None:
+    """Security headers on every response (idp.web.security) and `/static` files."""
+    from idp.web import security, static_files
+
+    app.add_middleware(security.SecurityHeadersMiddleware, hsts=settings.secure_cookies)
+    static_files.mount(app)
 
 
 def _include_optional_routers(app: FastAPI) -> None:
