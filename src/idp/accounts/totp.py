@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.accounts import audit
 from idp.accounts.revocation import revoke_account_access
+from idp.admin.savepoints import savepoint
 from idp.crypto import Encryptor
 from idp.models import Account, TotpCredential
 
@@ -215,7 +216,7 @@ def confirm_enrolment(
         created_at=now,
     )
     try:
-        with db.begin_nested():
+        with savepoint(db):
             db.add(credential)
     except IntegrityError as exc:
         raise AlreadyEnrolled(account_id) from exc
