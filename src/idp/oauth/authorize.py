@@ -1,0 +1,269 @@
+"""The authorization endpoint's decisions (docs/login-transaction.md, OIDC Core 3.1.2).
+
+`start` validates a request with Authlib, then either issues a code from the browser's
+session (single sign-on), answers `prompt=none` with an error, or stores a login
+transaction and sends the browser to the hosted pages. `resume` picks the completed
+transaction up and issues the code. Both run in a worker thread with the request's
+database session bound; they return an outcome the route turns into a response.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+
+from idp.accounts.sessions import current_session, session_cookie_name
+from idp.models import BrowserSession
+from idp.oauth import acr as acr_policy
+from idp.oauth import tokens, transactions
+from idp.oauth.context import current_db
+from idp.oauth.errors import (
+    LoginTransactionError,
+    OAuth2Error,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+    UnmetAuthenticationRequirementsError,
+    error_params,
+    may_redirect,
+)
+from idp.oauth.models import Authentication
+from idp.oauth.responses import RESPONSE_MODES, ClientResponse, response_mode_of
+
+if TYPE_CHECKING:
+    from idp.oauth.server import IdpAuthorizationServer, RequestData
+
+
+@dataclass(frozen=True)
+class SignInRedirect:
+    """Send the browser to the hosted pages with a transaction id."""
+
+    location: str
+
+
+@dataclass(frozen=True)
+class ErrorOutcome:
+    """An error shown to the person (never redirected)."""
+
+    error: OAuth2Error
+
+
+Outcome = ClientResponse | SignInRedirect | ErrorOutcome
+
+
+def _authentication(session: BrowserSession) -> Authentication:
+    return Authentication(
+        account_id=session.account_id,
+        auth_time=session.auth_time,
+        acr=session.acr,
+        amr=list(session.amr),
+        sid=session.sid,
+    )
+
+
+def _fail(error: OAuth2Error, data: dict[str, str]) -> Outcome:
+    """An error outcome: back to the client when its redirect URI is validated."""
+    if may_redirect(error):
+        return ClientResponse(
+            redirect_uri=error.redirect_uri,
+            params=error_params(error, state=data.get("state")),
+            response_mode=response_mode_of(data),
+        )
+    return ErrorOutcome(error)
+
+
+def required_acr(acr_values: str | None, redirect_uri: str) -> str | None:
+    """The weakest requested ACR we understand (any requested value satisfies the
+    request); unknown values alone cannot be met (RFC 9470 3: never assumed highest)."""
+    if not acr_values:
+        return None
+    known = [v for v in acr_values.split() if v in acr_policy.ACR_LEVELS]
+    if not known:
+        raise UnmetAuthenticationRequirementsError(
+            "None of the requested acr_values is supported.", redirect_uri=redirect_uri
+        )
+    return min(known, key=acr_policy.ACR_LEVELS.index)
+
+
+def _max_age(value: str | None, redirect_uri: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise InvalidRequestError("max_age must be a whole number.", redirect_uri=redirect_uri)
+    return int(value)
+
+
+def _check_request(data: dict[str, str], redirect_uri: str) -> None:
+    """Checks Authlib leaves to us, after the client and redirect URI are known."""
+    # OIDC Core 6: request objects are not supported, and say so.
+    if "request" in data:
+        raise RequestNotSupportedError(redirect_uri=redirect_uri)
+    if "request_uri" in data:
+        raise RequestURINotSupportedError(redirect_uri=redirect_uri)
+    if data.get("response_mode", "query") not in RESPONSE_MODES:
+        raise InvalidRequestError("Unsupported response_mode.", redirect_uri=redirect_uri)
+
+
+def _hint_subject(
+    server: IdpAuthorizationServer, hint: str | None, redirect_uri: str
+) -> str | None:
+    """The `sub` of a valid `id_token_hint` (OIDC Core 3.1.2.1: must be one of ours)."""
+    if not hint:
+        return None
+    try:
+        claims = tokens.verify_id_token_hint(
+            hint, keys=server.keys, issuer=server.settings.issuer, now=server.now()
+        )
+    except tokens.TokenInvalidError:
+        raise InvalidRequestError(
+            "id_token_hint is not a valid ID token from this provider.", redirect_uri=redirect_uri
+        ) from None
+    return str(claims.get("sub"))
+
+
+def _login_needed(
+    session: BrowserSession | None,
+    *,
+    prompts: set[str],
+    max_age: int | None,
+    hint_sub: str | None,
+    now: dt.datetime,
+) -> bool:
+    if session is None or "login" in prompts:
+        return True
+    # OIDC Core 3.1.2.1: past max_age the person authenticates again; max_age=0 acts
+    # like prompt=login.
+    if max_age is not None and (
+        max_age == 0 or now - session.auth_time > dt.timedelta(seconds=max_age)
+    ):
+        return True
+    # The client expects a particular person; someone else is signed in here.
+    return hint_sub is not None and hint_sub != session.account_id
+
+
+def _validated_grant(server: IdpAuthorizationServer, data: RequestData, user: Any) -> Any:
+    request = server.create_oauth2_request(data)
+    return server.get_consent_grant(request, end_user=user)
+
+
+def start(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
+    """Handle `/authorize` (GET or POST)."""
+    db, now, settings = current_db(), server.now(), server.settings
+    session = current_session(
+        db, cookie_value=data.cookies.get(session_cookie_name(settings)), settings=settings, now=now
+    )
+    user = _authentication(session) if session is not None else None
+    params: dict[str, str] = {}
+    try:
+        grant = _validated_grant(server, data, user)
+        params = dict(grant.request.payload.data)
+        redirect_uri: str = grant.redirect_uri
+        _check_request(params, redirect_uri)
+        prompts = set(params.get("prompt", "").split())
+        max_age = _max_age(params.get("max_age"), redirect_uri)
+        wanted_acr = required_acr(params.get("acr_values"), redirect_uri)
+        hint_sub = _hint_subject(server, params.get("id_token_hint"), redirect_uri)
+        client = grant.request.client
+        login = _login_needed(session, prompts=prompts, max_age=max_age, hint_sub=hint_sub, now=now)
+        step_up = (
+            not login
+            and session is not None
+            and wanted_acr is not None
+            and not acr_policy.satisfies(session.acr, wanted_acr)
+        )
+        consent = "consent" in prompts or not client.row.first_party
+        if "none" in prompts:
+            # OIDC Core 3.1.2.6: no interaction possible, say what was missing.
+            if login:
+                raise LoginRequiredError(redirect_uri=redirect_uri)
+            if step_up:
+                raise UnmetAuthenticationRequirementsError(
+                    "A stronger sign-in is needed.", redirect_uri=redirect_uri
+                )
+            if consent:
+                raise ConsentRequiredError(redirect_uri=redirect_uri)
+        if not (login or step_up or consent) and user is not None:
+            uri, code_params = grant.create_authorization_response(redirect_uri, user)
+            return ClientResponse(uri, code_params, response_mode_of(params))
+    except OAuth2Error as error:
+        return _fail(error, params or dict(_first_values(data)))
+    stage = "password" if login else ("mfa" if step_up else "consent")
+    txid = transactions.create_transaction(
+        db,
+        client_id=client.get_client_id(),
+        params=params,
+        stage=stage,
+        account_id=None if login or session is None else session.account_id,
+        now=now,
+        lifetime_seconds=settings.login_transaction_seconds,
+    )
+    return SignInRedirect(f"/signin?{urlencode({'tx': txid})}")
+
+
+def _first_values(data: RequestData) -> Sequence[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for key, value in [*data.query, *data.form]:
+        seen.setdefault(key, value)
+    return list(seen.items())
+
+
+def authorize_url(issuer: str, params: dict[str, str]) -> str:
+    """The original `/authorize` request: where "Start again" leads."""
+    return f"{issuer}/authorize?{urlencode(params)}"
+
+
+def resume(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
+    """Handle `/authorize/resume?tx=...` after the hosted pages completed the sign-in."""
+    db, now, settings = current_db(), server.now(), server.settings
+    txid = dict(data.query).get("tx")
+    tx = transactions.find_transaction(db, txid=txid)
+    if tx is None:
+        return ErrorOutcome(LoginTransactionError("This sign-in link is not valid."))
+    again = authorize_url(settings.issuer, {str(k): str(v) for k, v in tx.params.items()})
+    if tx.consumed_at is not None:
+        return ErrorOutcome(
+            LoginTransactionError("This sign-in has already been used.", start_again=again)
+        )
+    if tx.expires_at <= now or tx.completed_at is None or tx.account_id is None:
+        return ErrorOutcome(LoginTransactionError("This sign-in has expired.", start_again=again))
+    session = current_session(
+        db, cookie_value=data.cookies.get(session_cookie_name(settings)), settings=settings, now=now
+    )
+    # The transaction is bound to the browser that completed it: a stolen txid is
+    # useless without that browser's session cookie.
+    if session is None or session.account_id != tx.account_id:
+        return ErrorOutcome(
+            LoginTransactionError("This sign-in was finished elsewhere.", start_again=again)
+        )
+    if not transactions.claim_transaction(db, transaction=tx, now=now):
+        return ErrorOutcome(
+            LoginTransactionError("This sign-in has already been used.", start_again=again)
+        )
+    user = _authentication(session)
+    params = {str(k): str(v) for k, v in tx.params.items()}
+    params.pop("prompt", None)  # the interaction it asked for has happened
+    try:
+        request = server.create_oauth2_request(
+            type(data).of_params(params, url=f"{settings.issuer}/authorize")
+        )
+        grant = server.get_consent_grant(request, end_user=user)
+        redirect_uri: str = grant.redirect_uri
+        needs_consent = "consent" in tx.params.get("prompt", "").split() or not (
+            grant.request.client.row.first_party
+        )
+        if needs_consent and tx.consented_at is None:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        wanted_acr = required_acr(params.get("acr_values"), redirect_uri)
+        if wanted_acr is not None and not acr_policy.satisfies(user.acr, wanted_acr):
+            raise UnmetAuthenticationRequirementsError(
+                "The sign-in did not reach the requested level.", redirect_uri=redirect_uri
+            )
+        uri, code_params = grant.create_authorization_response(redirect_uri, user)
+        return ClientResponse(uri, code_params, response_mode_of(params))
+    except OAuth2Error as error:
+        return _fail(error, params)

@@ -1,0 +1,34 @@
+"""The database session of the protocol request being handled.
+
+Authlib calls hooks such as `query_client(client_id)` without the request, so the
+adapter (`idp.oauth.server`) opens one session per request in the worker thread and
+binds it here for the duration of that call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from sqlalchemy.orm import Session
+
+_db: ContextVar[Session | None] = ContextVar("idp_oauth_db", default=None)
+
+
+def current_db() -> Session:
+    """The session bound by `bound_db`; a programming error outside of one."""
+    db = _db.get()
+    if db is None:
+        raise RuntimeError("no database session bound to this protocol request")
+    return db
+
+
+@contextmanager
+def bound_db(db: Session) -> Iterator[Session]:
+    """Bind `db` as the current session while the block runs."""
+    token = _db.set(db)
+    try:
+        yield db
+    finally:
+        _db.reset(token)

@@ -1,0 +1,78 @@
+"""The authorization code grant (RFC 6749 4.1) with our storage and single-use rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError
+
+from idp.oauth import store
+from idp.oauth.context import current_db
+from idp.oauth.grants.base import TOKEN_AUTH_METHODS
+from idp.oauth.models import Authentication, OAuthCode, Subject
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    """Codes live at most `authorization_code_seconds` (<= 60 s) and work once: a second
+    redemption fails with `invalid_grant` and revokes every token the first one issued
+    (RFC 6749 4.1.2, RFC 9700 4.2.4)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    def create_authorization_response(
+        self, redirect_uri: str, grant_user: Authentication | None
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Issue a code for the signed-in person; returns where to send it and the
+        parameters (the response mode and `iss` are added by `idp.oauth.authorize`)."""
+        if grant_user is None:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        self.request.user = grant_user
+        code: str = self.generate_authorization_code()
+        self.save_authorization_code(code, self.request)
+        params = [("code", code)]
+        if self.request.payload.state:
+            params.append(("state", self.request.payload.state))
+        return redirect_uri, params
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        server = self.server
+        now = server.now()
+        db = current_db()
+        grant = store.create_grant(
+            db,
+            client_id=request.client.get_client_id(),
+            authentication=request.user,
+            scope=request.scope,
+            now=now,
+            absolute_seconds=server.settings.refresh_token_absolute_seconds,
+        )
+        data = request.payload.data
+        store.save_code(
+            db,
+            code=code,
+            grant=grant,
+            redirect_uri=request.payload.redirect_uri,
+            nonce=data.get("nonce") or None,
+            code_challenge=data["code_challenge"],
+            code_challenge_method=data["code_challenge_method"],
+            now=now,
+            lifetime_seconds=server.settings.authorization_code_seconds,
+        )
+
+    def query_authorization_code(self, code: str, client: Any) -> OAuthCode | None:
+        try:
+            row = store.redeem_code(
+                current_db(), code=code, client_id=client.get_client_id(), now=self.server.now()
+            )
+        except store.CodeReusedError:
+            raise InvalidGrantError("The authorization code has already been used.") from None
+        return OAuthCode(row) if row is not None else None
+
+    def delete_authorization_code(self, authorization_code: OAuthCode) -> None:
+        """Nothing to do: `redeem_code` marked it used by compare-and-set."""
+
+    def authenticate_user(self, authorization_code: OAuthCode) -> Subject | None:
+        return store.load_subject(
+            current_db(), grant_id=authorization_code.row.grant_id, now=self.server.now()
+        )

@@ -1,0 +1,262 @@
+"""The one adapter between FastAPI/Starlette and Authlib's (synchronous) server.
+
+Modelled on `authlib/integrations/flask_oauth2`: an `AuthorizationServer` subclass whose
+`create_oauth2_request` wraps a request whose body was already read in the async route
+(`RequestData.read`), and whose `handle_response` builds a Starlette response. Authlib
+runs in a worker thread (`run_in_threadpool`) with one database session per request,
+bound in `idp.oauth.context` because Authlib calls hooks like `query_client(client_id)`
+without the request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from authlib.oauth2 import AuthorizationServer, OAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Payload
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+
+from idp.models import Client, utcnow
+from idp.oauth import grants, store, tokens
+from idp.oauth.client_auth import PrivateKeyJWT
+from idp.oauth.context import bound_db, current_db
+from idp.oauth.introspection import Introspection
+from idp.oauth.models import OAuthClient, Subject
+from idp.oauth.revocation import Revocation
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from idp.app import Services
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RequestData:
+    """Everything Authlib reads from an HTTP request, captured in the async route."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    query: Sequence[tuple[str, str]]
+    form: Sequence[tuple[str, str]] = ()
+    cookies: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    async def read(cls, request: Request) -> RequestData:
+        """Read the form body (if any) now, so the worker thread never awaits."""
+        form: list[tuple[str, str]] = []
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and content_type.startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            parsed = await request.form()
+            form = [(k, v) for k, v in parsed.multi_items() if isinstance(v, str)]
+        return cls(
+            method=request.method,
+            url=str(request.url),
+            headers=request.headers,  # case-insensitive, as Authlib expects
+            query=list(request.query_params.multi_items()),
+            form=form,
+            cookies=dict(request.cookies),
+        )
+
+    @classmethod
+    def of_params(cls, params: Mapping[str, str], *, url: str) -> RequestData:
+        """A request rebuilt from stored parameters (a resumed login transaction)."""
+        return cls(method="GET", url=url, headers=Headers(), query=list(params.items()))
+
+
+class _Payload(OAuth2Payload):  # type: ignore[misc]
+    """Query and form values together, query first (like Flask's `request.values`)."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    @cached_property
+    def data(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for key, value in self._pairs:
+            merged.setdefault(key, value)
+        return merged
+
+    @cached_property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        values: defaultdict[str, list[str]] = defaultdict(list)
+        for key, value in self._pairs:
+            values[key].append(value)
+        return values
+
+
+class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
+    """Authlib's request over `RequestData`; `server` lets extensions reach settings."""
+
+    def __init__(self, data: RequestData, server: IdpAuthorizationServer) -> None:
+        super().__init__(method=data.method, uri=data.url, headers=data.headers)
+        self.source = data
+        self.server = server
+        self.payload = _Payload([*data.query, *data.form])
+        self._form = dict(reversed(data.form))
+        self._args = dict(reversed(data.query))
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's server wired to our database, keys, clock and grants."""
+
+    def __init__(self, services: Services, *, now: Callable[[], dt.datetime] = utcnow) -> None:
+        super().__init__(scopes_supported=None)
+        self.services = services
+        self.settings = services.settings
+        #: The clock; tests replace it to expire codes and tokens without sleeping.
+        self.now = now
+        self.token_settings = tokens.TokenSettings(
+            issuer=self.settings.issuer,
+            access_token_seconds=self.settings.access_token_seconds,
+            id_token_seconds=self.settings.id_token_seconds,
+        )
+        self.register_token_generator("default", self._generate_token)
+        self.register_client_auth_method(
+            "private_key_jwt", PrivateKeyJWT(issuer=self.settings.issuer)
+        )
+        self.register_grant(
+            grants.AuthorizationCodeGrant,
+            [grants.RequiredS256CodeChallenge(), grants.OpenIDCodeExtension()],
+        )
+        self.register_grant(grants.RefreshTokenGrant, [grants.IdTokenOnRefresh()])
+        self.register_grant(grants.ClientCredentialsGrant)
+        self.register_endpoint(Introspection)
+        self.register_endpoint(Revocation)
+
+    @property
+    def keys(self) -> tokens.SigningKeys:
+        """The process's keyring (loaded once, refreshed from the database)."""
+        from idp.oauth.keyring import get_keyring
+
+        return get_keyring(self.services)
+
+    # -- Authlib hooks -----------------------------------------------------------------
+
+    def query_client(self, client_id: str) -> OAuthClient | None:
+        if not isinstance(client_id, str) or len(client_id) > 64:
+            return None
+        row = current_db().get(Client, client_id)
+        return OAuthClient(row) if row is not None else None
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        refresh = token.get("refresh_token")
+        if refresh and isinstance(request.user, Subject):
+            store.save_refresh_token(
+                current_db(),
+                token=refresh,
+                subject=request.user,
+                client_id=request.client.get_client_id(),
+                scope=token["scope"],
+                now=self.now(),
+                idle_seconds=self.settings.refresh_token_idle_seconds,
+            )
+
+    def _generate_token(
+        self,
+        *,
+        grant_type: str,
+        client: OAuthClient,
+        user: Subject | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        scope = scope or ""
+        claims = tokens.access_token_claims(
+            settings=self.token_settings,
+            client_id=client.get_client_id(),
+            scope=scope,
+            subject=user,
+            now=self.now(),
+        )
+        token: dict[str, Any] = {
+            "token_type": "Bearer",
+            "access_token": tokens.sign_access_token(claims, self.keys),
+            "expires_in": self.settings.access_token_seconds,
+            "scope": scope,
+        }
+        if include_refresh_token and user is not None:
+            token["refresh_token"] = tokens.new_refresh_token()
+        return token
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        if isinstance(request, OAuth2Request):
+            return request
+        return StarletteOAuth2Request(request, self)
+
+    def create_json_request(self, request: Any) -> Any:
+        raise NotImplementedError("no JSON endpoints")
+
+    def handle_response(
+        self, status_code: int, payload: Any, headers: Sequence[tuple[str, str]]
+    ) -> Response:
+        body = orjson.dumps(payload) if isinstance(payload, dict) else payload
+        response = Response(body, status_code=status_code)
+        for name, value in headers:
+            response.headers[name] = value
+        if isinstance(payload, dict):
+            # RFC 6749 5.1: token responses (and errors) are never cached.
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Pragma"] = "no-cache"
+        return response
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """No signals: auditing happens in the routes."""
+
+    # -- running Authlib ---------------------------------------------------------------
+
+    def in_transaction(self, func: Callable[..., T], *args: Any) -> T:
+        """Run `func` with a database session bound, committed when it returns (error
+        responses included: a reused code must stay revoked), rolled back if it raises."""
+        session: Session
+        with self.services.sessions() as session, session.begin(), bound_db(session):
+            return func(*args)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """`in_transaction` in a worker thread, off the event loop."""
+        return await run_in_threadpool(self.in_transaction, func, *args)
+
+    async def token_response(self, request: Request) -> Response:
+        """The token endpoint (RFC 6749 3.2)."""
+        data = await RequestData.read(request)
+        response: Response = await self.run(self.create_token_response, data)
+        return response
+
+
+_LOCK = threading.Lock()
+
+
+def get_oauth_server(services: Services) -> IdpAuthorizationServer:
+    """The process's server, built once and kept in `services.extras["oauth_server"]`."""
+    existing = services.extras.get("oauth_server")
+    if isinstance(existing, IdpAuthorizationServer):
+        return existing
+    with _LOCK:
+        existing = services.extras.get("oauth_server")
+        if not isinstance(existing, IdpAuthorizationServer):
+            existing = IdpAuthorizationServer(services)
+            services.extras["oauth_server"] = existing
+        return existing

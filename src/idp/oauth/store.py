@@ -1,0 +1,257 @@
+"""Persistence of the token issuer: grants, codes, refresh tokens, revocations.
+
+Keyword-only repository functions over the models in `idp.models.grant`. Only SHA-256
+digests of codes and refresh tokens are stored. Single use is enforced by compare-and-set
+updates, so two processes racing on one code or refresh token cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.crypto import token_digest
+from idp.models import (
+    Account,
+    AuthorizationCode,
+    Grant,
+    RefreshToken,
+    RevokedAccessToken,
+    UsedClientAssertion,
+)
+from idp.oauth.models import Authentication, Subject
+
+
+def create_grant(
+    db: Session,
+    *,
+    client_id: str,
+    authentication: Authentication,
+    scope: str,
+    now: dt.datetime,
+    absolute_seconds: int,
+) -> Grant:
+    """A new grant (token family) for a person's authorisation of a client. Its refresh
+    tokens stop working `absolute_seconds` after sign-in at the latest."""
+    grant = Grant(
+        client_id=client_id,
+        account_id=authentication.account_id,
+        scope=scope,
+        auth_time=authentication.auth_time,
+        acr=authentication.acr,
+        amr=list(authentication.amr),
+        sid=authentication.sid,
+        created_at=now,
+        expires_at=authentication.auth_time + dt.timedelta(seconds=absolute_seconds),
+    )
+    db.add(grant)
+    db.flush()
+    return grant
+
+
+def save_code(
+    db: Session,
+    *,
+    code: str,
+    grant: Grant,
+    redirect_uri: str,
+    nonce: str | None,
+    code_challenge: str,
+    code_challenge_method: str,
+    now: dt.datetime,
+    lifetime_seconds: int,
+) -> None:
+    """Store an authorization code's digest, bound to its client and redirect URI."""
+    db.add(
+        AuthorizationCode(
+            code_hash=token_digest(code),
+            grant_id=grant.id,
+            client_id=grant.client_id,
+            redirect_uri=redirect_uri,
+            scope=grant.scope,
+            nonce=nonce,
+            code_challenge=code_challenge,
+            code_challenge_method=code_challenge_method,
+            expires_at=now + dt.timedelta(seconds=lifetime_seconds),
+            redeemed_at=None,
+        )
+    )
+
+
+class CodeReusedError(Exception):
+    """A code was presented again after its first redemption."""
+
+
+def redeem_code(
+    db: Session, *, code: str, client_id: str, now: dt.datetime
+) -> AuthorizationCode | None:
+    """Mark a code redeemed and return it; None when unknown, another client's, or
+    expired. Raises `CodeReusedError` (after revoking its grant) on a second redemption
+    (RFC 6749 4.1.2, RFC 9700 4.2.4: revoke every token issued from that code)."""
+    digest = token_digest(code)
+    claimed = db.execute(
+        update(AuthorizationCode)
+        .where(
+            AuthorizationCode.code_hash == digest,
+            AuthorizationCode.client_id == client_id,
+            AuthorizationCode.redeemed_at.is_(None),
+        )
+        .values(redeemed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    row = db.get(AuthorizationCode, digest, populate_existing=True)
+    if row is None or row.client_id != client_id:
+        return None
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        revoke_grant(db, grant_id=row.grant_id, now=now)
+        raise CodeReusedError
+    if row.expires_at <= now:
+        return None
+    return row
+
+
+def load_subject(db: Session, *, grant_id: str, now: dt.datetime) -> Subject | None:
+    """The live grant's subject; None when the grant is revoked or the account disabled."""
+    found = db.execute(
+        select(Grant, Account.disabled_at)
+        .join(Account, Account.id == Grant.account_id)
+        .where(Grant.id == grant_id)
+    ).first()
+    if found is None:
+        return None
+    grant, disabled_at = found
+    if grant.revoked_at is not None or disabled_at is not None:
+        return None
+    return subject_of(grant)
+
+
+def subject_of(grant: Grant) -> Subject:
+    """The `Subject` (Authlib's user) a grant stands for."""
+    return Subject(
+        account_id=grant.account_id,
+        grant_id=grant.id,
+        auth_time=grant.auth_time,
+        acr=grant.acr,
+        amr=list(grant.amr),
+        sid=grant.sid,
+        grant_expires_at=grant.expires_at,
+    )
+
+
+def save_refresh_token(
+    db: Session,
+    *,
+    token: str,
+    subject: Subject,
+    client_id: str,
+    scope: str,
+    now: dt.datetime,
+    idle_seconds: int,
+) -> None:
+    """Store a refresh token's digest; it expires after `idle_seconds` unused, and never
+    later than its grant (the absolute lifetime)."""
+    expires_at = now + dt.timedelta(seconds=idle_seconds)
+    if subject.grant_expires_at is not None:
+        expires_at = min(expires_at, subject.grant_expires_at)
+    db.add(
+        RefreshToken(
+            token_hash=token_digest(token),
+            grant_id=subject.grant_id,
+            client_id=client_id,
+            scope=scope,
+            issued_at=now,
+            expires_at=expires_at,
+            rotated_at=None,
+            revoked_at=None,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class RefreshFound:
+    """A refresh token row with its grant, as read for the refresh grant."""
+
+    token: RefreshToken
+    grant: Grant
+    account_disabled: bool
+
+
+def find_refresh_token(db: Session, *, token: str) -> RefreshFound | None:
+    """A refresh token by value, with its grant and account state (one query)."""
+    found = db.execute(
+        select(RefreshToken, Grant, Account.disabled_at)
+        .join(Grant, Grant.id == RefreshToken.grant_id)
+        .join(Account, Account.id == Grant.account_id)
+        .where(RefreshToken.token_hash == token_digest(token))
+    ).first()
+    if found is None:
+        return None
+    row, grant, disabled_at = found
+    return RefreshFound(token=row, grant=grant, account_disabled=disabled_at is not None)
+
+
+def rotate_refresh_token(db: Session, *, token_hash: str, now: dt.datetime) -> bool:
+    """Mark a refresh token used; False when it already was (a replay)."""
+    result = db.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.rotated_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(rotated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def revoke_grant(db: Session, *, grant_id: str, now: dt.datetime) -> None:
+    """Revoke a whole token family: the grant, its refresh tokens and (through the grant
+    id in their `gid` claim) its access tokens."""
+    db.execute(
+        update(Grant)
+        .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.grant_id == grant_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def grant_is_live(db: Session, *, grant_id: str) -> bool:
+    """True while the grant exists and is not revoked."""
+    revoked = db.execute(select(Grant.revoked_at).where(Grant.id == grant_id)).first()
+    return revoked is not None and revoked[0] is None
+
+
+def revoke_access_token(db: Session, *, jti: str, expires_at: dt.datetime) -> None:
+    """Remember a revoked access token's `jti` until it would have expired anyway."""
+    if db.get(RevokedAccessToken, jti) is None:
+        db.add(RevokedAccessToken(jti=jti, expires_at=expires_at))
+        db.flush()
+
+
+def access_token_revoked(db: Session, *, jti: str, grant_id: str | None) -> bool:
+    """True when the access token, or the grant it came from, has been revoked."""
+    if db.get(RevokedAccessToken, jti) is not None:
+        return True
+    return grant_id is not None and not grant_is_live(db, grant_id=grant_id)
+
+
+def use_client_assertion(db: Session, *, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
+    """Record a client assertion's `jti`; False when it was seen before (RFC 7523 3)."""
+    key = token_digest(f"{client_id}\x00{jti}")
+    try:
+        with db.begin_nested():
+            db.add(UsedClientAssertion(jti=key, expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True

@@ -1,0 +1,70 @@
+"""The protocol side of the login transaction (docs/login-transaction.md): create one
+when `/authorize` needs the person, and claim a completed one exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from idp.crypto import new_token, token_digest
+from idp.models import LoginTransaction
+
+#: Parameters never stored: refused anyway, and potentially large.
+_DROPPED = frozenset({"request", "request_uri"})
+#: Transaction ids we issue are 43 characters.
+_MAX_TXID_LENGTH = 128
+
+
+def create_transaction(
+    db: Session,
+    *,
+    client_id: str,
+    params: Mapping[str, str],
+    stage: str,
+    account_id: str | None,
+    now: dt.datetime,
+    lifetime_seconds: int,
+) -> str:
+    """Store the validated request; returns the `txid` for `/signin?tx=` (only its
+    digest is stored)."""
+    txid = new_token(32)
+    db.add(
+        LoginTransaction(
+            id_hash=token_digest(txid),
+            client_id=client_id,
+            params={k: v for k, v in params.items() if k not in _DROPPED},
+            csrf_token=new_token(32),
+            account_id=account_id,
+            stage=stage,
+            amr=[],
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=lifetime_seconds),
+        )
+    )
+    return txid
+
+
+def find_transaction(db: Session, *, txid: str | None) -> LoginTransaction | None:
+    """The transaction named by `txid`, if any."""
+    if not txid or len(txid) > _MAX_TXID_LENGTH:
+        return None
+    return db.get(LoginTransaction, token_digest(txid))
+
+
+def claim_transaction(db: Session, *, transaction: LoginTransaction, now: dt.datetime) -> bool:
+    """Mark a completed transaction consumed; False when someone else already did
+    (compare-and-set: a double submit or the back button cannot issue twice)."""
+    result = db.execute(
+        update(LoginTransaction)
+        .where(
+            LoginTransaction.id_hash == transaction.id_hash,
+            LoginTransaction.consumed_at.is_(None),
+            LoginTransaction.completed_at.is_not(None),
+        )
+        .values(consumed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
