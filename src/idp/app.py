@@ -58,7 +58,7 @@ def _add_web_security_and_static(app: FastAPI, settings: Settings) -> None:
     """Security headers on every response (idp.web.security) and `/static` files."""
     from idp.web import security, static_files
 
-    app.add_middleware(security.SecurityHeadersMiddleware, hsts=settings.secure_cookies)
+    security.install(app, hsts=settings.secure_cookies)
     static_files.mount(app)
 
 

@@ -6,17 +6,15 @@ Use from any browser test:
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from playwright.sync_api import ConsoleMessage, Page
+from tests.servers import serve_app
 
-from tests.conftest import free_port
+if TYPE_CHECKING:
+    from playwright.sync_api import ConsoleMessage, Page
+
+__all__ = ["assert_fits_320", "axe_check", "csp_violations", "serve_app", "watch_console"]
 
 AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text(encoding="utf-8")
 
@@ -89,24 +87,3 @@ def assert_fits_320(page: Page) -> None:
         if original is not None and original["width"] != 320:
             page.set_viewport_size(original)
     assert width <= 320, f"{page.url} is {width} px wide at a 320 px viewport"
-
-
-@contextlib.contextmanager
-def serve_app(app: Any) -> Iterator[str]:
-    """Serve any ASGI `app` with uvicorn on a free loopback port; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -14,6 +14,9 @@ whose POST ends, through 303 redirects, at the client: Chromium applies `form-ac
 the whole redirect chain of a form submission. The origins travel in the request's
 `scope["state"]` (what `request.state` writes to), which this middleware reads when the
 response starts. Pure ASGI because `BaseHTTPMiddleware` adds a task and a copy per request.
+
+`install(app)` puts the middleware outside Starlette's `ServerErrorMiddleware`, which
+`add_middleware` cannot do, so a 500 page (ours or the default) gets the headers too.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -115,3 +119,14 @@ class SecurityHeadersMiddleware:
             headers["Strict-Transport-Security"] = HSTS_VALUE
         if headers.get("content-type", "").startswith("text/html"):
             headers["Cache-Control"] = "no-store"
+
+
+def install(app: Starlette, *, hsts: bool) -> None:
+    """Wrap `app`'s whole middleware stack, error handling included, in the headers."""
+    build_inner = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        return SecurityHeadersMiddleware(build_inner(), hsts=hsts)
+
+    # Starlette builds the stack lazily on the first request, from this method.
+    setattr(app, "build_middleware_stack", build_middleware_stack)  # noqa: B010
