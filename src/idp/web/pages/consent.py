@@ -1,0 +1,111 @@
+"""The consent page, `/signin/consent`, for clients that are not first-party (issue 3
+point 4): the person allows the app to use the listed details, or cancels.
+
+Allow sets `consented_at` and finishes. Cancel finishes the journey with stage `denied`
+and no `consented_at`; `/authorize/resume` then answers the client with `access_denied`
+(RFC 6749 4.1.2.1) instead of a code (docs/login-transaction.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from idp.accounts import audit
+from idp.accounts.sessions import session_cookie_name
+from idp.app import Services
+from idp.models import LoginTransaction
+from idp.web.deps import ServicesDep
+from idp.web.pages import handoff, rendering, transactions
+from idp.web.pages.forms import BadForm, read_form
+from idp.web.pages.limits import client_ip
+from idp.web.pages.transactions import clock, page_url, see_other
+
+router = APIRouter(include_in_schema=False)
+
+HERE = frozenset({"consent"})
+DENIED = "denied"
+
+#: What each scope lets the app see, in plain words.
+SCOPE_TEXT = {
+    "openid": "that it is you (an identifier that never changes)",
+    "email": "your email address",
+    "profile": "your name",
+    "offline_access": "your details while you are not using it",
+}
+
+
+@router.get("/signin/consent")
+def show_consent(request: Request, services: ServicesDep, tx: str = "") -> Response:
+    """What the app asks to use, with Allow and Cancel."""
+    now = clock(request)
+    with services.sessions.begin() as db:
+        row, problem = transactions.load(db, tx=tx, now=now)
+        client = transactions.client_of(db, row) if row else None
+        if row is None or problem is not None:
+            return rendering.problem_page(
+                request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
+            )
+        elsewhere = transactions.redirect_for_stage(row, tx, here=HERE)
+        if elsewhere is not None:
+            return see_other(elsewhere)
+        scopes = str((row.params or {}).get("scope") or "openid").split()
+        return rendering.page(
+            request,
+            "consent.html",
+            row=row,
+            client=client,
+            tx=tx,
+            title=f"Allow {transactions.service_name(client) or 'this app'} to use your details?",
+            error_key=transactions.take_error(row),
+            uses=[SCOPE_TEXT[s] for s in dict.fromkeys(scopes) if s in SCOPE_TEXT],
+        )
+
+
+@router.post("/signin/consent")
+async def submit_consent(request: Request, services: ServicesDep, tx: str = "") -> Response:
+    """Record the person's choice and hand back to the protocol."""
+    form = await read_form(request)
+    cookie = request.cookies.get(session_cookie_name(services.settings))
+    now, ip = clock(request), client_ip(request)
+    return await run_in_threadpool(
+        _submit, services, tx=tx, form=form, cookie=cookie, ip=ip, now=now
+    )
+
+
+def _submit(
+    services: Services,
+    *,
+    tx: str,
+    form: dict[str, str] | BadForm,
+    cookie: str | None,
+    ip: str | None,
+    now: dt.datetime,
+) -> Response:
+    with services.sessions.begin() as db:
+        row = transactions.guard_post(db, tx=tx, form=form, here=HERE, now=now)
+        if not isinstance(row, LoginTransaction):
+            return row
+        assert isinstance(form, dict)
+        decision = form.get("decision")
+        if decision not in ("allow", "deny"):
+            row.error = "decision_missing"
+            return see_other(page_url(tx, "/signin/consent"))
+        if decision == "allow":
+            row.consented_at = now
+        audit.record(
+            db,
+            "consent.given" if decision == "allow" else "consent.refused",
+            account_id=row.account_id,
+            client_id=row.client_id,
+            ip=ip,
+        )
+        response = handoff.complete(
+            db, row, tx=tx, cookie_value=cookie, settings=services.settings, now=now, ip=ip
+        )
+        if decision == "deny":
+            row.stage = DENIED
+        return response

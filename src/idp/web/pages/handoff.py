@@ -1,0 +1,63 @@
+"""Moves a journey on after the second factor: to consent, or done and back to the protocol.
+
+Done means a new browser session whose cookie is set on the 303 to `/authorize/resume`
+(docs/login-transaction.md step 3), which issues the code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from idp.accounts import audit
+from idp.accounts.sessions import set_session_cookie
+from idp.models import LoginTransaction
+from idp.settings import Settings
+from idp.web.pages import journey, transactions
+from idp.web.pages.transactions import RESUME_PATH, page_url, see_other
+
+
+def proceed(
+    db: Session,
+    row: LoginTransaction,
+    *,
+    tx: str,
+    cookie_value: str | None,
+    settings: Settings,
+    now: dt.datetime,
+    ip: str | None,
+) -> Response:
+    """303 to the consent page, or finish the journey and 303 to `/authorize/resume`."""
+    client = transactions.client_of(db, row)
+    if client is not None and journey.needs_consent(row, client):
+        row.stage = "consent"
+        return see_other(page_url(tx, transactions.STAGE_PATHS["consent"]))
+    return complete(db, row, tx=tx, cookie_value=cookie_value, settings=settings, now=now, ip=ip)
+
+
+def complete(
+    db: Session,
+    row: LoginTransaction,
+    *,
+    tx: str,
+    cookie_value: str | None,
+    settings: Settings,
+    now: dt.datetime,
+    ip: str | None,
+) -> Response:
+    """Finish the journey: new session cookie, completed transaction, 303 to resume."""
+    finished = journey.finish(db, row, cookie_value=cookie_value, settings=settings, now=now)
+    audit.record(
+        db,
+        "signin.completed",
+        account_id=row.account_id,
+        client_id=row.client_id,
+        ip=ip,
+        amr=list(row.amr),
+        acr=row.acr,
+    )
+    response = see_other(page_url(tx, RESUME_PATH))
+    set_session_cookie(response, value=finished.cookie_value, settings=settings)
+    return response

@@ -1,0 +1,140 @@
+"""What comes next in a sign-in journey, as small named decisions, and how it finishes.
+
+After the password: the code page (authenticator set up), the setup page (none yet, MFA
+mandatory or asked for by the client), or an optional setup the person may skip (before
+`IDP_MFA_REQUIRED_FROM`). After the second factor (or a skip): consent for clients that are
+not first-party, else done. Done starts a new browser session (ASVS 7.2.4: a new session
+id at sign-in and at step-up, replacing any old one), records `amr`, `acr` and
+`auth_time` on the transaction and hands back to `/authorize/resume`
+(docs/login-transaction.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from idp.accounts import mfa_policy, totp
+from idp.accounts.sessions import current_session, start_session
+from idp.models import BrowserSession, Client, LoginTransaction
+from idp.oauth.acr import ACR_MFA, ACR_SFA, AMR_OTP, AMR_PASSWORD, acr_for, amr_with
+from idp.settings import Settings
+
+DONE = "done"
+
+
+def client_requires_mfa(row: LoginTransaction) -> bool:
+    """True when the client asked only for ACR values that need a second factor.
+
+    RFC 9470 / OIDC Core 3.1.2.1 `acr_values`: if the password-only level is not among the
+    requested values, skipping setup would leave the request unmet.
+    """
+    requested = str((row.params or {}).get("acr_values") or "").split()
+    return bool(requested) and ACR_SFA not in requested and ACR_MFA in requested
+
+
+def stage_after_password(
+    db: Session, row: LoginTransaction, *, account_id: str, settings: Settings, now: dt.datetime
+) -> str:
+    """`mfa`, `mfa_setup` or `mfa_setup_optional` for the person who gave the password."""
+    stage = mfa_policy.stage_after_password(
+        today=now.date(),
+        required_from=settings.mfa_required_from,
+        has_authenticator=totp.credential_for(db, account_id=account_id) is not None,
+    )
+    if stage == "mfa_setup_optional" and client_requires_mfa(row):
+        return "mfa_setup"
+    return stage
+
+
+def may_skip_setup(row: LoginTransaction, *, settings: Settings, now: dt.datetime) -> bool:
+    """Whether the setup page offers "Skip for now": only before MFA is mandatory."""
+    return (
+        row.stage == "mfa_setup_optional"
+        and not mfa_policy.mfa_required(today=now.date(), required_from=settings.mfa_required_from)
+        and not client_requires_mfa(row)
+    )
+
+
+def needs_consent(row: LoginTransaction, client: Client) -> bool:
+    """Consent is asked for clients that are not first-party and for `prompt=consent`
+    (OIDC Core 3.1.2.1), once per journey."""
+    prompts = str((row.params or {}).get("prompt") or "").split()
+    return (not client.first_party or "consent" in prompts) and row.consented_at is None
+
+
+def stage_after_second_factor(row: LoginTransaction, client: Client) -> str:
+    """`consent` or done, once the person has passed (or skipped) the second factor."""
+    return "consent" if needs_consent(row, client) else DONE
+
+
+def password_passed(row: LoginTransaction, *, account_id: str, now: dt.datetime) -> None:
+    """Record a correct password: a fresh `amr` of `pwd`, `auth_time` now."""
+    row.account_id = account_id
+    row.amr = [AMR_PASSWORD]
+    row.auth_time = now
+    row.entered_email = None
+    row.pending_totp_encrypted = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished journey: the cookie value of the new browser session."""
+
+    cookie_value: str
+    session: BrowserSession
+
+
+def code_passed(
+    db: Session,
+    row: LoginTransaction,
+    *,
+    cookie_value: str | None,
+    settings: Settings,
+    now: dt.datetime,
+) -> bool:
+    """Record a correct code. For a step-up (no password in this journey) the password
+    part comes from the browser's live session of the same account; False if there is
+    none, and the person must give the password again."""
+    if AMR_PASSWORD not in row.amr:
+        old = current_session(db, cookie_value=cookie_value, settings=settings, now=now)
+        if old is None or old.account_id != row.account_id:
+            return False
+        row.amr = list(old.amr)
+        row.auth_time = old.auth_time
+    row.amr = amr_with(row.amr, AMR_OTP)
+    row.pending_totp_encrypted = None
+    return True
+
+
+def finish(
+    db: Session,
+    row: LoginTransaction,
+    *,
+    cookie_value: str | None,
+    settings: Settings,
+    now: dt.datetime,
+) -> Finished:
+    """Start the new session (ending the browser's old one) and complete the transaction."""
+    assert row.account_id is not None
+    old = current_session(db, cookie_value=cookie_value, settings=settings, now=now)
+    auth_time = row.auth_time or now
+    acr = acr_for(row.amr)
+    session, new_cookie = start_session(
+        db,
+        account_id=row.account_id,
+        auth_time=auth_time,
+        amr=list(row.amr),
+        acr=acr,
+        settings=settings,
+        now=now,
+        replacing=old,
+    )
+    row.acr = acr
+    row.auth_time = auth_time
+    row.completed_at = now
+    row.stage = DONE
+    row.error = None
+    return Finished(cookie_value=new_cookie, session=session)

@@ -1,0 +1,174 @@
+"""The email-address-and-password page, `/signin?tx=...` (docs/login-transaction.md).
+
+No enumeration (ASVS 6.3.8): an unknown address and a wrong password get the same message
+after the same argon2 work (`verify_dummy`). Only after a correct password does a person
+learn that their account is switched off or has no address of its own (the seed
+announcement: shared addresses can no longer sign in). The failure budget is checked
+before any verification (NIST 800-63B 5.2.2) and counts per account and per client IP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from idp.accounts import audit
+from idp.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
+from idp.admin.users import find_by_email
+from idp.app import Services
+from idp.models import Account, LoginTransaction
+from idp.web.deps import ServicesDep
+from idp.web.pages import journey, rendering, transactions
+from idp.web.pages.forms import BadForm, read_form
+from idp.web.pages.limits import PASSWORD, client_ip, refusal, throttle_for
+from idp.web.pages.transactions import clock, page_url, see_other
+
+router = APIRouter(include_in_schema=False)
+
+#: RFC 5321 4.5.3.1.3: no longer address can be delivered to, so none can be an account.
+MAX_EMAIL_LENGTH = 320
+#: Accounts sharing one legacy address are few; this bounds the hashing work regardless.
+MAX_LEGACY_CANDIDATES = 5
+
+
+@router.get("/signin")
+def show_signin(request: Request, services: ServicesDep, tx: str = "") -> Response:
+    """The email address and password form."""
+    now = clock(request)
+    with services.sessions.begin() as db:
+        row, problem = transactions.load(db, tx=tx, now=now)
+        client = transactions.client_of(db, row) if row else None
+        if row is None or problem is not None:
+            return rendering.problem_page(
+                request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
+            )
+        elsewhere = transactions.redirect_for_stage(row, tx, here={"password"})
+        if elsewhere is not None:
+            return see_other(elsewhere)
+        error = transactions.take_error(row)
+        hint = str((row.params or {}).get("login_hint") or "")
+        return rendering.page(
+            request,
+            "signin.html",
+            row=row,
+            client=client,
+            tx=tx,
+            title="Sign in",
+            error_key=error,
+            email=row.entered_email or hint[:MAX_EMAIL_LENGTH],
+        )
+
+
+@router.post("/signin")
+async def submit_signin(request: Request, services: ServicesDep, tx: str = "") -> Response:
+    """Check the email address and password; 303 to the next stage or back with a message."""
+    form = await read_form(request)
+    now, ip = clock(request), client_ip(request)
+    return await run_in_threadpool(_submit, services, tx=tx, form=form, ip=ip, now=now)
+
+
+def _submit(
+    services: Services,
+    *,
+    tx: str,
+    form: dict[str, str] | BadForm,
+    ip: str | None,
+    now: dt.datetime,
+) -> Response:
+    with services.sessions.begin() as db:
+        row = transactions.guard_post(db, tx=tx, form=form, here={"password"}, now=now)
+        if not isinstance(row, LoginTransaction):
+            return row
+        assert isinstance(form, dict)
+        outcome = _check(db, services, row, form=form, ip=ip, now=now)
+        if isinstance(outcome, str):
+            row.error = outcome
+            return see_other(page_url(tx, "/signin"))
+        journey.password_passed(row, account_id=outcome.id, now=now)
+        row.stage = journey.stage_after_password(
+            db, row, account_id=outcome.id, settings=services.settings, now=now
+        )
+        audit.record(
+            db, "signin.password_ok", account_id=outcome.id, client_id=row.client_id, ip=ip
+        )
+        return see_other(page_url(tx, transactions.STAGE_PATHS[row.stage]))
+
+
+def _check(
+    db: Session,
+    services: Services,
+    row: LoginTransaction,
+    *,
+    form: dict[str, str],
+    ip: str | None,
+    now: dt.datetime,
+) -> Account | str:
+    """The account whose password was given, or the key of the message to show."""
+    email = form.get("email", "").strip()
+    password = form.get("password", "")
+    row.entered_email = email[:MAX_EMAIL_LENGTH] or None
+    if not email:
+        return "email_missing"
+    if not password:
+        return "password_missing"
+    account = find_by_email(db, email=email) if len(email) <= MAX_EMAIL_LENGTH else None
+    throttle = throttle_for(services)
+    account_id = account.id if account else None
+    verdict = throttle.check(kind=PASSWORD, account_id=account_id, ip=ip, now=now)
+    if not verdict.allowed:
+        # Refused before verifying anything, so guessing cannot go on while blocked.
+        audit.record(db, "signin.throttled", account_id=account_id, ip=ip, kind=PASSWORD)
+        return refusal(verdict)
+    if account is None or account.password_hash is None:
+        if _legacy_password_matches(db, email=email, password=password):
+            return "legacy_email"
+        if account is None:
+            verify_dummy(password)  # ASVS 6.3.8: the same work as a real check
+        return _failed(db, services, account_id=account_id, ip=ip, now=now, client=row.client_id)
+    if not verify_password(account.password_hash, password):
+        return _failed(db, services, account_id=account_id, ip=ip, now=now, client=row.client_id)
+    if account.disabled or account.email is None:
+        audit.record(db, "signin.refused", account_id=account.id, ip=ip, reason="disabled")
+        return "disabled" if account.disabled else "legacy_email"
+    throttle.record_success(kind=PASSWORD, account_id=account.id, ip=ip, now=now)
+    if needs_rehash(account.password_hash):
+        # Older hashes are upgraded at the next successful sign-in (OWASP password storage).
+        account.password_hash = hash_password(password)
+    return account
+
+
+def _failed(
+    db: Session,
+    services: Services,
+    *,
+    account_id: str | None,
+    ip: str | None,
+    now: dt.datetime,
+    client: str,
+) -> str:
+    throttle_for(services).record_failure(kind=PASSWORD, account_id=account_id, ip=ip, now=now)
+    audit.record(db, "signin.password_failed", account_id=account_id, client_id=client, ip=ip)
+    return "credentials"
+
+
+def _legacy_password_matches(db: Session, *, email: str, password: str) -> bool:
+    """True if `password` is right for an account that only has a shared legacy address.
+
+    Such accounts cannot sign in until given an address of their own; saying so only after
+    a correct password keeps their existence from anyone who does not know the password.
+    """
+    candidates = db.scalars(
+        select(Account.password_hash)
+        .where(
+            Account.email_key.is_(None),
+            Account.password_hash.is_not(None),
+            func.lower(Account.legacy_email) == email.lower(),
+        )
+        .limit(MAX_LEGACY_CANDIDATES)
+    ).all()
+    return any(verify_password(h, password) for h in candidates if h)

@@ -1,0 +1,164 @@
+"""The one place every hosted page loads and checks its login transaction.
+
+A page names its transaction by `tx`, a 256-bit random value from `/authorize`; only its
+SHA-256 digest is stored (docs/login-transaction.md). A transaction is usable while it is
+known, not expired and not consumed; a POST must also carry the transaction's CSRF token
+(ASVS 3.5.1) and arrive at the page of the transaction's current stage. Anything else
+ends in a page that says what happened and offers "Start again" (the client's original
+authorization request), with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Collection
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.crypto import token_digest
+from idp.models import Client, LoginTransaction, utcnow
+from idp.web.csrf import csrf_valid
+from idp.web.pages.forms import BadForm
+
+#: `tx` values we issue are 43 characters; longer input is not ours and is not hashed.
+MAX_TX_LENGTH = 128
+
+#: The page that serves each stage of the journey.
+STAGE_PATHS: dict[str, str] = {
+    "password": "/signin",
+    "mfa_setup": "/signin/setup",
+    "mfa_setup_optional": "/signin/setup",
+    "mfa": "/signin/code",
+    "consent": "/signin/consent",
+}
+RESUME_PATH = "/authorize/resume"
+
+
+class Problem(enum.Enum):
+    """Why a transaction cannot be used (each has its own explanation page)."""
+
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    USED = "used"
+
+
+def clock(request: Request) -> dt.datetime:
+    """The current time; tests may install `services.extras["clock"]` to move it."""
+    override = request.app.state.services.extras.get("clock")
+    if callable(override):
+        now: dt.datetime = override()
+        return now
+    return utcnow()
+
+
+def load(
+    db: Session, *, tx: str, now: dt.datetime, for_update: bool = False
+) -> tuple[LoginTransaction | None, Problem | None]:
+    """The transaction named by `tx` and, if it cannot be used, why.
+
+    `for_update` locks the row (PostgreSQL), so two tabs posting at once are serialised.
+    """
+    if not tx or len(tx) > MAX_TX_LENGTH:
+        return None, Problem.UNKNOWN
+    query = select(LoginTransaction).where(LoginTransaction.id_hash == token_digest(tx))
+    if for_update:
+        query = query.with_for_update()
+    row = db.scalars(query).one_or_none()
+    if row is None:
+        return None, Problem.UNKNOWN
+    if row.consumed_at is not None:
+        # The back button after success lands here: the code was already issued.
+        return row, Problem.USED
+    if now >= row.expires_at:
+        return row, Problem.EXPIRED
+    return row, None
+
+
+def csrf_ok(row: LoginTransaction, submitted: str | None) -> bool:
+    """Whether a POST carries this transaction's CSRF token (constant-time compare)."""
+    return csrf_valid(row.csrf_token, submitted)
+
+
+def client_of(db: Session, row: LoginTransaction) -> Client | None:
+    """The relying party the transaction signs in to."""
+    return db.get(Client, row.client_id)
+
+
+def service_name(client: Client | None) -> str | None:
+    """The name shown in the page header: the client's service name, else its name."""
+    if client is None:
+        return None
+    return client.service_name or client.name
+
+
+def restart_url(row: LoginTransaction | None) -> str | None:
+    """The client's original authorization request, to start the journey again."""
+    if row is None or not row.params:
+        return None
+    params = {k: str(v) for k, v in row.params.items() if v is not None}
+    return f"/authorize?{urlencode(params)}"
+
+
+def page_url(tx: str, path: str) -> str:
+    """A hosted page (or the resume endpoint) of transaction `tx`."""
+    return f"{path}?{urlencode({'tx': tx})}"
+
+
+def see_other(url: str) -> RedirectResponse:
+    """303 See Other: after every POST (RFC 9700 4.12), and between stages."""
+    return RedirectResponse(url, status_code=303)
+
+
+def redirect_for_stage(row: LoginTransaction, tx: str, *, here: Collection[str]) -> str | None:
+    """Where this transaction belongs if not on a page serving `here`, else None.
+
+    A completed transaction goes to `/authorize/resume`; one at another stage goes to that
+    stage's page (e.g. the back button to the password page after the password step).
+    """
+    if row.completed_at is not None:
+        return page_url(tx, RESUME_PATH)
+    if row.stage not in here:
+        return page_url(tx, STAGE_PATHS.get(row.stage, "/signin"))
+    return None
+
+
+def take_error(row: LoginTransaction) -> str | None:
+    """The error key stored by the last POST, cleared so it shows once."""
+    key, row.error = row.error, None
+    return key
+
+
+def guard_post(
+    db: Session,
+    *,
+    tx: str,
+    form: dict[str, str] | BadForm,
+    here: Collection[str],
+    now: dt.datetime,
+) -> LoginTransaction | RedirectResponse:
+    """The transaction a POST may act on, or the 303 that explains why not.
+
+    Every refusal redirects (303 after every POST) to a page that shows the reason: an
+    unusable transaction's problem page, or this stage's page with a message stored on the
+    transaction. Nothing else is written, so a refused POST leaves no half-done state.
+    """
+    row, problem = load(db, tx=tx, now=now, for_update=True)
+    if row is None or problem is not None:
+        return see_other(page_url(tx, "/signin"))
+    elsewhere = redirect_for_stage(row, tx, here=here)
+    if elsewhere is not None:
+        return see_other(elsewhere)
+    back = see_other(page_url(tx, STAGE_PATHS[row.stage]))
+    if isinstance(form, BadForm):
+        row.error = form.reason
+        return back
+    if not csrf_ok(row, form.get("csrf_token")):
+        # ASVS 3.5.1: a missing or wrong token changes nothing but the message.
+        row.error = "csrf"
+        return back
+    return row
