@@ -1,0 +1,126 @@
+"""Failure budgets in the database (`failure_counters`), for deployments without Redis.
+
+Every failure is one atomic upsert (`INSERT ... ON CONFLICT (key) DO UPDATE SET failures =
+failures + 1`, or 1 when the old count is forgotten), so concurrent requests in any number
+of processes never lose a count. Each call commits in its own short transaction: a count
+must stand even if the request that made it later fails.
+
+SQLite allows one writer at a time, and a sign-in request may already hold the write lock
+in its own transaction when it records a failure; a second connection to the same file
+would wait for that lock forever (until the busy timeout). So on SQLite the counters live
+in a sidecar file beside the database (`<database>-throttle`), still shared by every
+process on the machine. PostgreSQL uses the migrated `failure_counters` table itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Engine, Table, case, delete, or_, select
+from sqlalchemy.schema import CreateTable
+
+from idp.accounts.throttle import (
+    KINDS,
+    Budget,
+    Counter,
+    Verdict,
+    judge,
+    keys_for,
+)
+from idp.db import make_engine
+from idp.models import FailureCounter
+
+_TABLE: Table = FailureCounter.__table__  # type: ignore[assignment]
+
+
+class DatabaseThrottle:
+    """The `Throttle` over a SQL database (PostgreSQL, or a SQLite sidecar file)."""
+
+    def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
+        self.engine = engine
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> DatabaseThrottle:
+        """The throttle for the service's database (a sidecar file on SQLite)."""
+        if engine.dialect.name != "sqlite":
+            return cls(engine)
+        database = engine.url.database
+        if not database or database == ":memory:":
+            return cls(engine)  # one process only; nothing else could share a sidecar
+        sidecar = make_engine(engine.url.set(database=f"{database}-throttle").render_as_string())
+        with sidecar.begin() as connection:
+            connection.execute(CreateTable(_TABLE, if_not_exists=True))
+        return cls(sidecar, owns_engine=True)
+
+    def dispose(self) -> None:
+        """Close the sidecar's connections (the service's own engine is left alone)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def check(
+        self, *, kind: str, account_id: str | None, ip: str | None, now: dt.datetime
+    ) -> Verdict:
+        """May an attempt go ahead now? One indexed read of at most three rows."""
+        keys = keys_for(kind, account_id=account_id, ip=ip)
+        if not keys:
+            return Verdict(allowed=True)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
+                    _TABLE.c.key.in_([key for key, _ in keys])
+                )
+            ).all()
+        counters = {row.key: Counter(row.failures, row.last_failure_at) for row in rows}
+        return judge(((budget, counters.get(key)) for key, budget in keys), now=now)
+
+    def record_failure(
+        self, *, kind: str, account_id: str | None, ip: str | None, now: dt.datetime
+    ) -> None:
+        """Add one failure to each counter the attempt is charged to."""
+        keys = keys_for(kind, account_id=account_id, ip=ip)
+        with self.engine.begin() as connection:
+            for key, budget in keys:
+                connection.execute(self._increment(key, budget, now))
+
+    def record_success(
+        self, *, kind: str, account_id: str | None, ip: str | None, now: dt.datetime
+    ) -> None:
+        """A success resets the account's counters (not the source's: see `throttle`)."""
+        del now
+        keys = [k for k, b in keys_for(kind, account_id=account_id, ip=ip) if b.reset_on_success]
+        if keys:
+            with self.engine.begin() as connection:
+                connection.execute(delete(_TABLE).where(_TABLE.c.key.in_(keys)))
+
+    def reset_account(self, *, account_id: str) -> None:
+        """Clear every counter of the account, both kinds, from every source."""
+        conditions = []
+        for kind in KINDS:
+            conditions.append(_TABLE.c.key == f"{kind}:account:{account_id}")
+            conditions.append(
+                _TABLE.c.key.startswith(f"{kind}:pair:{account_id}:", autoescape=True)
+            )
+        with self.engine.begin() as connection:
+            connection.execute(delete(_TABLE).where(or_(*conditions)))
+
+    def _increment(self, key: str, budget: Budget, now: dt.datetime) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        else:
+            raise RuntimeError(f"no upsert for {self.engine.dialect.name}")
+        failures: Any = _TABLE.c.failures + 1
+        if budget.forget_after is not None:
+            forget_before = now - dt.timedelta(seconds=budget.forget_after)
+            failures = case((_TABLE.c.last_failure_at <= forget_before, 1), else_=failures)
+        return (
+            insert(_TABLE)
+            .values(key=key, failures=1, last_failure_at=now, blocked_until=None)
+            .on_conflict_do_update(
+                index_elements=[_TABLE.c.key],
+                set_={"failures": failures, "last_failure_at": now},
+            )
+        )
