@@ -188,6 +188,17 @@ def test_styles_apply_without_javascript(nojs_page: Any, servers: Servers) -> No
     assert header.evaluate("e => getComputedStyle(e).backgroundColor") == NHS_BLUE
 
 
+def test_error_summary_takes_focus_and_its_links_focus_fields_without_javascript(
+    nojs_page: Any, servers: Servers
+) -> None:
+    # `autofocus` on the summary and plain fragment links do what nhsuk's script would.
+    nojs_page.goto(f"{servers.idp}/look/gallery")
+    summary = nojs_page.locator(".nhsuk-error-summary")
+    assert summary.evaluate("e => e === document.activeElement")
+    summary.get_by_role("link").click()
+    assert nojs_page.get_by_label("Email address").evaluate("e => e === document.activeElement")
+
+
 def test_csp_refuses_inline_script_and_style(page: Any, servers: Servers) -> None:
     page.goto(f"{servers.idp}/look/inline")
     assert page.evaluate("document.body.dataset.ran") is None
