@@ -109,3 +109,40 @@ def pkce_pair() -> tuple[str, str]:
 def utc(seconds: float) -> dt.datetime:
     """A UTC datetime from Unix seconds."""
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def signed_in_browser(
+    server: LiveServer,
+    person: Person,
+    *,
+    auth_time: dt.datetime | None = None,
+    amr: tuple[str, ...] = ("pwd", "otp", "mfa"),
+) -> httpx.Client:
+    """A browser that already holds a session for `person` (started by the identity
+    domain's own `start_session`, as the sign-in pages do), for single sign-on tests."""
+    from idp.accounts.sessions import session_cookie_name, start_session
+    from idp.models import utcnow
+    from idp.oauth.acr import acr_for
+
+    now = utcnow()
+    with server.services.sessions() as db, db.begin():
+        _, cookie = start_session(
+            db,
+            account_id=person.account_id,
+            auth_time=auth_time or now,
+            amr=list(amr),
+            acr=acr_for(amr),
+            settings=server.services.settings,
+            now=now,
+        )
+    browser = httpx.Client(follow_redirects=False)
+    browser.cookies.set(session_cookie_name(server.services.settings), cookie, domain="127.0.0.1")
+    return browser
+
+
+def redirect_params(response: httpx.Response) -> dict[str, str]:
+    """The query parameters of a redirect to the client."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    assert response.status_code in (302, 303), (response.status_code, response.text[:300])
+    return dict(parse_qsl(urlsplit(response.headers["location"]).query))

@@ -231,6 +231,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def in_transaction(self, func: Callable[..., T], *args: Any) -> T:
         """Run `func` with a database session bound, committed when it returns (error
         responses included: a reused code must stay revoked), rolled back if it raises."""
+        # Load the keyring (and create the first keys) before this request's transaction
+        # opens: on SQLite a key written from inside it would wait for our own lock.
+        self.keys.signing_key("RS256")
         session: Session
         with self.services.sessions() as session, session.begin(), bound_db(session):
             return func(*args)
