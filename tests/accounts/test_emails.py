@@ -114,3 +114,13 @@ def test_exactly_254_characters_is_accepted() -> None:
 def test_non_text_is_refused() -> None:
     with pytest.raises(InvalidEmail, match="must be text"):
         parse_email(b"alice@example.com")  # type: ignore[arg-type]
+
+
+def test_length_is_also_checked_with_the_domain_encoded_for_email() -> None:
+    # Fifteen different CJK characters make a 49-character A-label: five of them and
+    # a TLD are 252 octets on the wire although the typed address is 86 characters.
+    label = "".join(chr(0x4E00 + i * 997) for i in range(15))
+    domain = ".".join([label] * 5) + ".cn"
+    assert len(parse_email("a@" + domain).display) < 100
+    with pytest.raises(InvalidEmail, match="once its domain is encoded"):
+        parse_email("ab@" + domain)

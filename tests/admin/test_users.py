@@ -24,6 +24,7 @@ from idp.models import (
     Client,
     GlobalRole,
     Grant,
+    LoginTransaction,
     Organisation,
     OrgRole,
     RefreshToken,
@@ -327,6 +328,17 @@ def _signed_in_everywhere(s: Session, account: Account, client_id: str, tag: str
     s.add(grant)
     s.flush()
     s.add(
+        LoginTransaction(
+            id_hash=f"{tag}-tx",
+            client_id=client_id,
+            params={},
+            csrf_token="csrf",
+            account_id=account.id,
+            stage="mfa",
+            expires_at=later,
+        )
+    )
+    s.add(
         RefreshToken(
             token_hash=f"{tag}-refresh",
             grant_id=grant.id,
@@ -348,7 +360,7 @@ def test_disable_ends_sessions_and_revokes_grants_and_refresh_tokens(
         _signed_in_everywhere(s, target, "app", "gina")
         _signed_in_everywhere(s, bystander, "app", "hal")
         target_id = target.id
-    when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    when = (utcnow() + dt.timedelta(minutes=5)).replace(microsecond=0)
     with sessions() as s, s.begin():
         account = users.require_account(s, account_id=target_id)
         users.disable_account(s, account=account, actor_id="support-1", now=when)
@@ -363,9 +375,17 @@ def test_disable_ends_sessions_and_revokes_grants_and_refresh_tokens(
         assert [v for k, v in grants.items() if k != target_id] == [None]
         tokens = {t.token_hash: t.revoked_at for t in s.scalars(select(RefreshToken))}
         assert tokens == {"gina-refresh": when, "hal-refresh": None}
+        expiries = {t.id_hash: t.expires_at for t in s.scalars(select(LoginTransaction))}
+        assert expiries["gina-tx"] == when
+        assert expiries["hal-tx"] > utcnow()
     [event] = _events(sessions, "account.disabled")
     assert event.actor_id == "support-1"
-    assert event.detail == {"sessions_ended": 1, "grants_revoked": 1, "refresh_tokens_revoked": 1}
+    assert event.detail == {
+        "sessions_ended": 1,
+        "grants_revoked": 1,
+        "refresh_tokens_revoked": 1,
+        "login_transactions_ended": 1,
+    }
 
 
 def test_enable_lets_the_account_back_but_keeps_old_sessions_ended(db: Session) -> None:

@@ -69,6 +69,12 @@ def parse_email(raw: str) -> EmailAddress:
         raise InvalidEmail("Email address has no domain after the @.")
     _check_local(local)
     ascii_domain = _ascii_domain(domain)
+    if len(local.encode("utf-8")) + 1 + len(ascii_domain) > MAX_ADDRESS_LENGTH:
+        # RFC 5321 4.5.3.1.3 counts octets as sent: UTF-8 local part, A-label domain.
+        raise InvalidEmail(
+            f"Email address is too long once its domain is encoded for email "
+            f"(at most {MAX_ADDRESS_LENGTH} characters)."
+        )
     # NFKC again after case folding: folding can produce text that is not in NFKC form.
     local_key = unicodedata.normalize("NFKC", local.casefold())
     return EmailAddress(display=display, key=f"{local_key}@{ascii_domain}")

@@ -25,6 +25,7 @@ from idp.models import (
     BrowserSession,
     GlobalRole,
     Grant,
+    LoginTransaction,
     Membership,
     Organisation,
     OrgRole,
@@ -197,7 +198,9 @@ def disable_account(
     """Stop the account signing in, and end what it already holds.
 
     NIST 800-63B / ASVS 7.4.2: disabling an account ends its sessions; its grants and
-    refresh tokens are revoked so no client can keep acting for it.
+    refresh tokens are revoked so no client can keep acting for it, and its unfinished
+    sign-ins expire. Access tokens are self-contained JWTs: the protocol side checks the
+    grant and `disabled_at` where they are used.
     """
     now = now or utcnow()
     if account.disabled_at is None:
@@ -219,6 +222,16 @@ def disable_account(
         .where(Grant.account_id == account.id, Grant.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    # A sign-in half-way through must not finish for a disabled account either.
+    pending = db.execute(
+        update(LoginTransaction)
+        .where(
+            LoginTransaction.account_id == account.id,
+            LoginTransaction.consumed_at.is_(None),
+            LoginTransaction.expires_at > now,
+        )
+        .values(expires_at=now)
+    )
     db.flush()
     record(
         db,
@@ -228,6 +241,7 @@ def disable_account(
         sessions_ended=_rowcount(sessions),
         grants_revoked=_rowcount(grants),
         refresh_tokens_revoked=_rowcount(tokens),
+        login_transactions_ended=_rowcount(pending),
     )
 
 
