@@ -389,3 +389,19 @@ def test_retire_after_covers_the_longest_signed_token(database_url: str) -> None
 
 def test_a_verification_keyset_is_a_joserfc_keyset(ring: KeyRing) -> None:
     assert isinstance(ring.verification_keys(), KeySet)
+
+
+def test_a_keyring_finds_replacement_keys_another_process_made(
+    services: Services, other_process: Services, clock: Clock
+) -> None:
+    """Its own snapshot has no signer left, but another process already made one."""
+    ensure_keys(services.sessions, encryptor=services.encryptor, now=lambda: T0)
+    with services.sessions() as db, db.begin():
+        db.execute(update(SigningKey).values(retired_at=T0 + dt.timedelta(seconds=3)))
+    ring = KeyRing(services.sessions, services.encryptor, now=clock)
+    other = KeyRing(other_process.sessions, other_process.encryptor, now=lambda: clock.now)
+    clock.advance(seconds=3)
+    replacement = other.signing_key().kid  # heals: creates the next RS256 and ES256 keys
+    clock.advance(seconds=1)  # inside `ring`'s re-check interval
+    assert ring.signing_key().kid == replacement
+    assert len(rows(services)) == 4

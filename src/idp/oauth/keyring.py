@@ -100,8 +100,9 @@ class KeyRing:
 
     def ensure_keys(self) -> None:
         """Create an RS256 and an ES256 key if either has none able to sign, then reload."""
-        if ensure_keys(self._sessions, encryptor=self._encryptor, now=self._now):
-            self.refresh(force=True)
+        created = ensure_keys(self._sessions, encryptor=self._encryptor, now=self._now)
+        # Even when this process created nothing, another may have: the fingerprint tells.
+        self.refresh(force=bool(created))
 
     def signing_key(self, alg: str = DEFAULT_ALG) -> JWK:
         """The private key (with `kid`) that signs `alg` tokens now."""
