@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from idp.app import Services
     from idp.models import Account
+    from tests.conftest import LiveServer
+    from tests.flows.oidc import RegisteredClient
 
 TOTP_PERIOD = 30
 _last_step: dict[str, int] = {}
@@ -104,7 +106,9 @@ class _PageParser(HTMLParser):
             self._form.buttons.setdefault(a["name"], []).append(a.get("value", ""))
         if a.get("id") == "setup-key":
             self._capture.append(("key", self._depth))
-        elif "error-summary" in a.get("class", "") or a.get("role") == "alert":
+        elif ("error-summary" in a.get("class", "") or a.get("role") == "alert") and not any(
+            what == "errors" for what, _ in self._capture
+        ):
             self._capture.append(("errors", self._depth))
         elif tag == "h1":
             self._capture.append(("h1", self._depth))
@@ -289,3 +293,40 @@ def enrolled_account(
     )
     db.flush()
     return account, secret
+
+
+@dataclass
+class Started:
+    """An authorization request sent by a relying party: the 303 to the sign-in pages,
+    the PKCE verifier, and the client's `state`."""
+
+    response: httpx.Response
+    code_verifier: str
+    state: str
+
+    @property
+    def tx(self) -> str:
+        """The transaction id in the 303's `/signin?tx=...`."""
+        from urllib.parse import parse_qs
+
+        return parse_qs(urlsplit(self.response.headers["location"]).query)["tx"][0]
+
+
+def start_sign_in(
+    server: LiveServer, client: RegisteredClient, browser: httpx.Client, **params: str
+) -> Started:
+    """Send `browser` to `/authorize` as `client` would (Authlib's client, PKCE S256)
+    and check it was sent on to the sign-in pages."""
+    import secrets
+
+    from tests.flows.oidc import oauth_client, pkce_pair
+
+    verifier, challenge = pkce_pair()
+    params.setdefault("state", secrets.token_urlsafe(12))
+    url, _ = oauth_client(server, client).create_authorization_url(
+        f"{server.url}/authorize", code_challenge=challenge, code_challenge_method="S256", **params
+    )
+    response = browser.get(url, follow_redirects=False)
+    assert response.status_code == 303, (response.status_code, response.text[:300])
+    assert response.headers["location"].startswith("/signin?tx="), response.headers["location"]
+    return Started(response, verifier, params["state"])

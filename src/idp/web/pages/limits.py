@@ -7,28 +7,20 @@ puts in `request.client` after applying trusted proxy headers (`IDP_FORWARDED_AL
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from typing import Any
 
 from fastapi import Request
 
+from idp.accounts.throttle import Throttle, Verdict, make_throttle
 from idp.app import Services
 
 PASSWORD = "password"  # noqa: S105 (a budget's name)
 CODE = "code"
 
-_EXTRAS_KEY = "pages.throttle"
 
-
-def throttle_for(services: Services) -> Any:
-    """The process's throttle, built once from the services and kept with them."""
-    throttle = services.extras.get(_EXTRAS_KEY)
-    if throttle is None:
-        from idp.accounts.throttle import make_throttle  # type: ignore[import-not-found,unused-ignore]
-
-        throttle = services.extras[_EXTRAS_KEY] = make_throttle(services)
-    return throttle
+def throttle_for(services: Services) -> Throttle:
+    """The process's throttle (built once and kept with the services)."""
+    return make_throttle(services)
 
 
 def client_ip(request: Request) -> str | None:
@@ -36,8 +28,8 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def refusal(verdict: Any) -> str:
-    """The message key for a refused attempt: `throttled:<whole minutes, at least 1>`."""
-    wait = verdict.retry_after
-    seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait or 0)
-    return f"throttled:{max(1, math.ceil(seconds / 60))}"
+def refusal(verdict: Verdict) -> str:
+    """The message key for a refused attempt: `locked`, or `throttled:<minutes, >= 1>`."""
+    if verdict.locked:
+        return "locked"
+    return f"throttled:{max(1, math.ceil(verdict.retry_after / 60))}"

@@ -56,6 +56,11 @@ _MESSAGES: dict[str, Message] = {
         "Your authenticator app was removed from your account. Set up an app again below.",
         "code",
     ),
+    # NIST 800-63B 5.2.2: after 100 consecutive failures only support can clear the block.
+    "locked": Message(
+        "Too many attempts. This account cannot sign in until support clears it: contact "
+        "support (details at the bottom of this page)."
+    ),
     "too_large": Message("What you entered is too long. Check it and try again."),
     "malformed": Message("Something went wrong with the form. Enter your details again."),
     "csrf": Message(
