@@ -61,7 +61,7 @@ def _commands(command: TyperCommand | TyperGroup, path: str) -> list[str]:
     ctx = typer.Context(command, info_name=path.rsplit(" ", 1)[-1])
     if isinstance(command, TyperGroup):
         blocks: list[str] = []
-        for name in sorted(command.commands):
+        for name in command.commands:  # registration order: serve, migrate, groups
             sub = command.commands[name]
             assert isinstance(sub, TyperCommand | TyperGroup)
             blocks += _commands(sub, f"{path} {name}")

@@ -16,7 +16,7 @@ from idp.cli.output import JSON_HELP, client_data, client_text, emit
 app = typer.Typer(help="Manage relying-party apps (OAuth clients).", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
-ClientIdOpt = Annotated[str, typer.Option("--client-id", help="The client's id.")]
+ClientIdOpt = Annotated[str, typer.Option("--client-id", metavar="ID", help="The client's id.")]
 
 
 def read_jwks(path: Path) -> dict[str, Any]:
@@ -34,28 +34,33 @@ def read_jwks(path: Path) -> dict[str, Any]:
 
 @app.command("create")
 def create(
-    name: Annotated[str, typer.Option(help="Name shown to people signing in.")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Name shown to people signing in.")],
     redirect_uri: Annotated[
-        list[str], typer.Option("--redirect-uri", help="Exact redirect URI (repeatable).")
+        list[str],
+        typer.Option("--redirect-uri", metavar="URI", help="Exact redirect URI (repeatable)."),
     ],
     post_logout_redirect_uri: Annotated[
         list[str] | None,
-        typer.Option("--post-logout-redirect-uri", help="Redirect after logout (repeatable)."),
+        typer.Option(
+            "--post-logout-redirect-uri", metavar="URI", help="Redirect after logout (repeatable)."
+        ),
     ] = None,
     public: Annotated[
         bool, typer.Option("--public", help="A public client (no secret; PKCE only).")
     ] = False,
     grant_type: Annotated[
-        list[str] | None, typer.Option("--grant-type", help="Allowed grant type (repeatable).")
+        list[str] | None,
+        typer.Option("--grant-type", metavar="TYPE", help="Allowed grant type (repeatable)."),
     ] = None,
     token_endpoint_auth_method: Annotated[
-        str | None, typer.Option(help="How the client authenticates at the token endpoint.")
+        str | None,
+        typer.Option(metavar="METHOD", help="How the client authenticates at the token endpoint."),
     ] = None,
-    scope: Annotated[str, typer.Option(help="Scopes the client may ask for.")] = (
+    scope: Annotated[str, typer.Option(metavar="SCOPE", help="Scopes the client may ask for.")] = (
         "openid email profile"
     ),
     jwks_file: Annotated[
-        Path | None, typer.Option(help="JWK Set file of the client's public keys.")
+        Path | None, typer.Option(metavar="FILE", help="JWK Set file of the client's public keys.")
     ] = None,
     id_token_alg: Annotated[
         Literal["RS256", "ES256"], typer.Option(help="ID token signing algorithm.")
@@ -64,10 +69,11 @@ def create(
         bool, typer.Option("--third-party", help="Ask people for consent before sharing data.")
     ] = False,
     service_name: Annotated[
-        str | None, typer.Option(help="Service the app belongs to (shown on pages).")
+        str | None,
+        typer.Option(metavar="NAME", help="Service the app belongs to (shown on pages)."),
     ] = None,
     client_id: Annotated[
-        str | None, typer.Option(help="Use this client id instead of a random one.")
+        str | None, typer.Option(metavar="ID", help="Use this client id instead of a random one.")
     ] = None,
     json_: JsonOpt = False,
 ) -> None:

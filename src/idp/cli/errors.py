@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy.exc import SQLAlchemyError
+from typer._click.exceptions import NoArgsIsHelpError  # Typer embeds Click since 0.26
 
 #: Exit statuses, documented in the README's CLI reference.
 EXIT_ERROR = 1
@@ -58,7 +59,7 @@ def _domain_error_message(exc: Exception) -> str | None:
     from idp.admin.users import AccountNotFound, EmailTaken
 
     if isinstance(exc, PasswordRejected):
-        return f"password refused: {exc.reason}; choose another password"
+        return f"password refused: {exc.reason.rstrip('.')}; choose another password"
     if isinstance(exc, EmailTaken):
         return f"{exc}; every account needs its own email address, choose another one"
     if isinstance(exc, InvalidEmail):
@@ -105,6 +106,9 @@ def run(app: typer.Typer, args: Sequence[str] | None = None) -> int:
         )
     except typer.Exit as exc:  # --help and explicit exits
         return exc.exit_code
+    except NoArgsIsHelpError as exc:  # `idp` or `idp users` alone: the help is the answer
+        exc.show()
+        return EXIT_USAGE
     except (Exception, KeyboardInterrupt) as exc:
         message, status = _message_and_status(exc)
         print(f"idp: {one_line(message)}", file=sys.stderr)

@@ -32,9 +32,11 @@ def migrate(json_: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = Fal
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port to listen on.")
+    ] = 8000,
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Worker processes.")] = 1,
 ) -> None:
     """Serve the provider over HTTP (development databases are migrated first)."""
     settings = load_settings()

@@ -18,7 +18,9 @@ from idp.models import Account, GlobalRole, OrgRole
 app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
-EmailOpt = Annotated[str, typer.Option("--email", help="The account's email address.")]
+EmailOpt = Annotated[
+    str, typer.Option("--email", metavar="EMAIL", help="The account's email address.")
+]
 
 #: More than any allowed password (the policy's input bound); stops a runaway pipe.
 STDIN_LIMIT = 4096
@@ -53,8 +55,10 @@ def create(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
-    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
-    org: Annotated[str | None, typer.Option(help="Organisation to join (created if new).")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Display name.")] = None,
+    org: Annotated[
+        str | None, typer.Option(metavar="ORG", help="Organisation to join (created if new).")
+    ] = None,
     org_role: Annotated[OrgRole, typer.Option(help="Role in --org.")] = OrgRole.MEMBER,
     global_role: Annotated[
         GlobalRole | None, typer.Option(help="Role across every organisation.")
@@ -81,8 +85,12 @@ def create(
 
 @app.command("show")
 def show(
-    email: Annotated[str | None, typer.Option(help="The account's email address.")] = None,
-    account_id: Annotated[str | None, typer.Option("--id", help="The account's id (sub).")] = None,
+    email: Annotated[
+        str | None, typer.Option(metavar="EMAIL", help="The account's email address.")
+    ] = None,
+    account_id: Annotated[
+        str | None, typer.Option("--id", metavar="ID", help="The account's id (sub).")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Show one account, found by email address or id."""
@@ -94,9 +102,13 @@ def show(
 
 @app.command("list")
 def list_(
-    org: Annotated[str | None, typer.Option(help="Only members of this organisation.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+    org: Annotated[
+        str | None, typer.Option(metavar="ORG", help="Only members of this organisation.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, metavar="N", help="At most this many.")
+    ] = 100,
+    offset: Annotated[int, typer.Option(min=0, metavar="N", help="Skip this many first.")] = 0,
     json_: JsonOpt = False,
 ) -> None:
     """List accounts, oldest first."""
@@ -125,7 +137,9 @@ def disable(email: EmailOpt, json_: JsonOpt = False) -> None:
 @app.command("set-email")
 def set_email(
     email: EmailOpt,
-    new_email: Annotated[str, typer.Option("--new-email", help="The new email address.")],
+    new_email: Annotated[
+        str, typer.Option("--new-email", metavar="EMAIL", help="The new email address.")
+    ],
     json_: JsonOpt = False,
 ) -> None:
     """Change an account's email address (it must not belong to another account)."""
