@@ -17,8 +17,9 @@ from joserfc.jwk import KeySet
 from idp.oauth import store
 from idp.oauth.context import current_db
 
-#: Assertions must expire soon; a replay record is kept at least this long.
-MAX_ASSERTION_SECONDS = 600
+#: Assertions must expire within an hour (Authlib's and most libraries' default lifetime
+#: or less); the replay record is kept until then.
+MAX_ASSERTION_SECONDS = 3600 + 60
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
