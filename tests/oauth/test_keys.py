@@ -405,3 +405,22 @@ def test_a_keyring_finds_replacement_keys_another_process_made(
     clock.advance(seconds=1)  # inside `ring`'s re-check interval
     assert ring.signing_key().kid == replacement
     assert len(rows(services)) == 4
+
+
+def test_an_emergency_withdrawal_reaches_running_keyrings(services: Services, clock: Clock) -> None:
+    """Moving a retiring key's retirement to now changes no count, min or max (an older
+    retired key and a later retiring one bracket it); the keyring must still notice."""
+    rotate(services, T0 - dt.timedelta(hours=2))  # retired at T0-34 min
+    leaked = rotate(services, T0 - dt.timedelta(hours=1))  # retires at T0+25 min
+    rotate(services, T0 - dt.timedelta(minutes=1))  # retires at T0+26 min
+    rotate(services, T0)
+    clock.now = T0 + dt.timedelta(minutes=1)
+    ring = KeyRing(services.sessions, services.encryptor, now=clock)
+    assert ring.signing_key().kid == leaked["RS256"]
+    with services.sessions() as db, db.begin():
+        db.execute(
+            update(SigningKey).where(SigningKey.kid == leaked["RS256"]).values(retired_at=clock.now)
+        )
+    clock.advance(seconds=5)
+    assert leaked["RS256"] not in jwks_kids(ring)
+    assert ring.signing_key().kid != leaked["RS256"]

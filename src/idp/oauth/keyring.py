@@ -3,8 +3,8 @@ and the keys our own tokens verify against.
 
 Loaded once per process (`get_keyring`) and kept in memory, so signing and the JWKS cost
 no database round trip. Rotations made by another process (`idp keys rotate`) are picked
-up without a restart: a cheap fingerprint query at most every `recheck_seconds`, and at
-once when a token names a kid we do not know.
+up without a restart: a cheap fingerprint query (the live keys' schedule) at most every
+`recheck_seconds`, and at once when a token names a kid we do not know.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from joserfc.jwk import KeySet, KeySetSerialization
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.crypto import Encryptor
@@ -172,7 +172,7 @@ class KeyRing:
     def _refresh_locked(self, *, force: bool) -> bool:
         now = self._now()
         with self._sessions() as db:
-            fingerprint = _fingerprint(db)
+            fingerprint = _fingerprint(db, now)
             if not force and fingerprint == self._snapshot.fingerprint:
                 self._snapshot = _Snapshot(self._snapshot.keys, fingerprint, now)
                 return False
@@ -181,11 +181,9 @@ class KeyRing:
 
     def _load(self, now: dt.datetime) -> _Snapshot:
         with self._sessions() as db:
-            fingerprint = _fingerprint(db)
+            fingerprint = _fingerprint(db, now)
             rows = db.scalars(
-                select(SigningKey)
-                .where(or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > now))
-                .order_by(SigningKey.alg, SigningKey.seq)
+                select(SigningKey).where(_live(now)).order_by(SigningKey.alg, SigningKey.seq)
             ).all()
             keys = tuple(
                 LoadedKey(
@@ -219,20 +217,21 @@ class KeyRing:
         return published
 
 
-def _fingerprint(db: Session) -> _Fingerprint:
-    """Changes whenever a key is added or a retirement scheduled (one aggregate row)."""
-    row = db.execute(
-        select(
-            func.count(),
-            func.count(SigningKey.retired_at),
-            func.max(SigningKey.seq),
-            func.max(SigningKey.created_at),
-            func.max(SigningKey.active_from),
-            func.min(SigningKey.retired_at),
-            func.max(SigningKey.retired_at),
-        ).select_from(SigningKey)
-    ).one()
-    return tuple(row)
+def _fingerprint(db: Session, now: dt.datetime) -> _Fingerprint:
+    """The schedule of every live key (a handful of small rows): changes when a key is
+    added, its activation moved, or its retirement scheduled or moved, even to an earlier
+    time (emergency withdrawal), which count/min/max aggregates could miss."""
+    rows = db.execute(
+        select(SigningKey.kid, SigningKey.active_from, SigningKey.retired_at)
+        .where(_live(now))
+        .order_by(SigningKey.kid)
+    ).all()
+    return tuple(tuple(row) for row in rows)
+
+
+def _live(now: dt.datetime) -> ColumnElement[bool]:
+    """Keys still in the JWKS at `now`."""
+    return or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > now)
 
 
 _CREATE_LOCK = threading.Lock()
