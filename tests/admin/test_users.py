@@ -146,6 +146,27 @@ def test_the_caller_owns_the_transaction(sessions: sessionmaker[Session]) -> Non
     assert _count(sessions, Organisation) == 0
 
 
+def test_the_callers_own_constraint_errors_are_not_called_email_taken(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as s, s.begin():
+        s.add(Organisation(name="Dup"))
+    with sessions() as s:
+        s.begin()
+        s.add(Organisation(name="Dup"))  # the caller's own mistake, still pending
+        with pytest.raises(IntegrityError, match="name"):
+            users.create_account(s, email="new@example.com", password=None)
+        s.rollback()
+    assert _count(sessions, Account) == 0
+
+
+def test_a_bad_org_name_writes_nothing(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s, s.begin():
+        with pytest.raises(ValueError, match="Organisation name is empty"):
+            users.create_account(s, email="q@example.com", password=None, org="  ")
+        assert s.scalars(select(Account)).all() == []
+
+
 def test_org_is_created_once_and_joined_with_the_role(sessions: sessionmaker[Session]) -> None:
     with sessions() as s, s.begin():
         first = users.create_account(

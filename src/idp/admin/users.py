@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from idp.accounts.audit import record
 from idp.accounts.emails import EmailAddress, InvalidEmail, parse_email
 from idp.accounts.passwords import check_password_policy, hash_password
-from idp.admin.orgs import get_or_create_org
+from idp.admin.orgs import clean_org_name, get_or_create_org
 from idp.admin.savepoints import savepoint
 from idp.models import (
     Account,
@@ -74,7 +74,8 @@ def _flush_unique_email(db: Session, address: EmailAddress, *, add: Account | No
 
     The look-up before this cannot see a concurrent transaction's uncommitted insert;
     the index (uq_accounts_email_key) is what guarantees uniqueness, and the savepoint
-    keeps the caller's transaction usable after it refuses.
+    keeps the caller's transaction usable after it refuses. Callers flush their other
+    pending changes before making this one, so only ours are inside the savepoint.
     """
     try:
         with savepoint(db):
@@ -84,6 +85,8 @@ def _flush_unique_email(db: Session, address: EmailAddress, *, add: Account | No
     except IntegrityError as exc:
         if add is not None and add in db:
             db.expunge(add)
+        if "email_key" not in str(exc.orig):
+            raise  # another constraint refused: not ours to explain
         raise EmailTaken(address.display) from exc
 
 
@@ -105,6 +108,8 @@ def create_account(
     """
     address = parse_email(email)
     cleaned_name = _clean_name(name)
+    if org is not None:
+        clean_org_name(org)  # refuse a bad name before anything is written
     password_hash = None
     if password is not None:
         check_password_policy(password, email=address.display)
@@ -121,6 +126,7 @@ def create_account(
         password_hash=password_hash,
         global_role=global_role,
     )
+    db.flush()
     _flush_unique_email(db, address, add=account)
     organisation = None
     if org is not None:
@@ -265,6 +271,7 @@ def change_email(
     address = parse_email(new_email)
     if _key_in_use(db, key=address.key, except_id=account.id):
         raise EmailTaken(address.display)
+    db.flush()
     before = (account.email, account.email_key, account.legacy_email, account.email_verified)
     old_email = account.email
     same_mailbox = account.email_key == address.key
