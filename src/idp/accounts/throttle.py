@@ -34,11 +34,13 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from idp.app import Services
 
 KINDS = ("password", "code")
@@ -178,8 +180,8 @@ class Throttle(Protocol):
         """Reset the account's counters of `kind` after a successful attempt."""
         ...
 
-    def reset_account(self, *, account_id: str) -> None:
-        """Clear every counter of an account (support, after checking who is asking)."""
+    def reset_account(self, *, account_id: str, kinds: Sequence[str] = KINDS) -> None:
+        """Clear the account's counters of `kinds` (support, after checking who is asking)."""
         ...
 
 
@@ -191,14 +193,17 @@ def make_throttle(services: Services) -> Throttle:
     cached = services.extras.get(EXTRAS_KEY)
     if cached is not None:
         return cached  # type: ignore[return-value]
-    throttle: Throttle
-    if services.settings.redis_url:
-        from idp.accounts.throttle_redis import RedisThrottle
-
-        throttle = RedisThrottle.from_url(services.settings.redis_url)
-    else:
-        from idp.accounts.throttle_db import DatabaseThrottle
-
-        throttle = DatabaseThrottle.for_engine(services.engine)
+    throttle = build_throttle(redis_url=services.settings.redis_url, engine=services.engine)
     services.extras[EXTRAS_KEY] = throttle
     return throttle
+
+
+def build_throttle(*, redis_url: str | None, engine: Engine) -> Throttle:
+    """A new throttle on Redis if `redis_url` is given, else on the database of `engine`."""
+    if redis_url:
+        from idp.accounts.throttle_redis import RedisThrottle
+
+        return RedisThrottle.from_url(redis_url)
+    from idp.accounts.throttle_db import DatabaseThrottle
+
+    return DatabaseThrottle.for_engine(engine)

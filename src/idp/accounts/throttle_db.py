@@ -15,6 +15,7 @@ process on the machine. PostgreSQL uses the migrated `failure_counters` table it
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Table, case, delete, or_, select
@@ -94,10 +95,10 @@ class DatabaseThrottle:
             with self.engine.begin() as connection:
                 connection.execute(delete(_TABLE).where(_TABLE.c.key.in_(keys)))
 
-    def reset_account(self, *, account_id: str) -> None:
-        """Clear every counter of the account, both kinds, from every source."""
+    def reset_account(self, *, account_id: str, kinds: Sequence[str] = KINDS) -> None:
+        """Clear the account's counters of `kinds`, from every source."""
         conditions = []
-        for kind in KINDS:
+        for kind in kinds:
             conditions.append(_TABLE.c.key == f"{kind}:account:{account_id}")
             conditions.append(
                 _TABLE.c.key.startswith(f"{kind}:pair:{account_id}:", autoescape=True)

@@ -12,6 +12,7 @@ If Redis is unreachable the calls raise: sign-in fails closed rather than unthro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -110,10 +111,10 @@ class RedisThrottle:
         if keys:
             self.client.delete(*(self.prefix + k for k in keys))
 
-    def reset_account(self, *, account_id: str) -> None:
-        """Clear every counter of the account, both kinds, from every source."""
-        doomed = [f"{self.prefix}{kind}:account:{account_id}" for kind in KINDS]
-        for kind in KINDS:
+    def reset_account(self, *, account_id: str, kinds: Sequence[str] = KINDS) -> None:
+        """Clear the account's counters of `kinds`, from every source."""
+        doomed = [f"{self.prefix}{kind}:account:{account_id}" for kind in kinds]
+        for kind in kinds:
             pattern = f"{self.prefix}{kind}:pair:{_glob_escape(account_id)}:*"
             doomed.extend(self.client.scan_iter(match=pattern, count=500))
         self.client.delete(*doomed)

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from idp.cli import clients, keys, serve, users
+from idp.cli import clients, keys, mfa, serve, users
 from idp.cli.errors import run
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ GROUPS: dict[str, typer.Typer] = {
     "users": users.app,
     "clients": clients.app,
     "keys": keys.app,
+    "mfa": mfa.app,
 }
 for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
