@@ -2,10 +2,15 @@
 # Needs only Python 3.11+ with pip and venv. Set PYTHON to choose the interpreter.
 
 ensure_venv() {
-    local python="${PYTHON:-}"
+    local python="${PYTHON:-}" candidate
     if [[ -z "$python" ]]; then
-        for candidate in python3.13 python3.12 python3.11 python3; do
-            if command -v "$candidate" >/dev/null 2>&1; then python="$candidate"; break; fi
+        # Run each candidate: a pyenv shim can exist for a version that is not selected.
+        for candidate in python3 python3.11 python3.12 python3.13; do
+            if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+                >/dev/null 2>&1; then
+                python="$candidate"
+                break
+            fi
         done
     fi
     if [[ -z "$python" ]] || ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import secrets
 from typing import Any
 
 import pytest
@@ -11,7 +10,8 @@ from pydantic import ValidationError
 
 from idp.settings import DEV_ENCRYPTION_KEYS, Settings
 
-REAL_KEY = "k1:" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+# Fixed, not random: pytest-xdist workers must collect identical parameter ids.
+REAL_KEY = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode().rstrip("=")
 SAFE_PRODUCTION: dict[str, Any] = {
     "env": "production",
     "issuer": "https://login.pharmoutcomes.org",
