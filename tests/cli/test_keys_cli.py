@@ -81,3 +81,36 @@ def test_keys_rotated_by_the_cli_reach_a_running_server(live_server: LiveServer)
     get_keyring(live_server.services).refresh()  # what the 5 s re-check would do
     after = {k["kid"] for k in httpx.get(f"{live_server.url}/jwks.json").json()["keys"]}
     assert after == before | {key["kid"] for key in created}
+
+
+def test_retire_withdraws_a_key_and_its_successor_takes_over(
+    database_url: str, services: Services
+) -> None:
+    ring = get_keyring(services)
+    leaked = ring.signing_key().kid
+    created = as_json(idp(database_url, "keys", "rotate", "--json"))["created"]
+    successor = next(key["kid"] for key in created if key["alg"] == "RS256")
+
+    result = idp(database_url, "keys", "retire", "--kid", leaked, "--json")
+    data = as_json(result)
+    assert data["retired"]["kid"] == leaked
+    assert data["retired"]["state"] == "retired"
+    assert "warning" not in result.stderr  # a successor is published
+
+    ring.refresh()
+    assert leaked not in {key["kid"] for key in ring.jwks()["keys"]}
+    assert ring.signing_key().kid == successor
+
+
+def test_retire_of_an_unknown_kid_fails_with_one_line(database_url: str) -> None:
+    result = idp(database_url, "keys", "retire", "--kid", "no-such-kid")
+    assert result.returncode != 0
+    assert "no signing key has kid 'no-such-kid'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_retiring_the_last_key_of_an_alg_warns(database_url: str, services: Services) -> None:
+    es256 = get_keyring(services).signing_key("ES256").kid
+    result = idp(database_url, "keys", "retire", "--kid", es256)
+    assert result.returncode == 0, result.stderr
+    assert "no other ES256 key is published" in result.stderr

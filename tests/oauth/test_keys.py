@@ -28,6 +28,7 @@ from idp.oauth.keys import (
     load_private_key,
     new_signing_key,
     retire_after_for,
+    retire_key,
     rotate_keys,
 )
 from idp.settings import Settings
@@ -424,3 +425,27 @@ def test_an_emergency_withdrawal_reaches_running_keyrings(services: Services, cl
     clock.advance(seconds=5)
     assert leaked["RS256"] not in jwks_kids(ring)
     assert ring.signing_key().kid != leaked["RS256"]
+
+
+def test_withdrawing_the_signer_hands_over_to_its_published_successor(
+    services: Services, ring: KeyRing, clock: Clock
+) -> None:
+    leaked = ring.signing_key().kid
+    successor = rotate(services, T0)["RS256"]
+    later = rotate(services, T0 + dt.timedelta(minutes=1))["RS256"]
+    clock.advance(minutes=2)
+    with services.sessions() as db, db.begin():
+        retire_key(db, kid=leaked, now=clock.now)
+    clock.advance(seconds=5)
+    # The successor relying parties have cached signs at once; no unpublished key is made.
+    assert ring.signing_key().kid == successor
+    assert leaked not in jwks_kids(ring)
+    assert len(rows(services)) == 6
+    by_kid = {row.kid: row for row in rows(services)}
+    assert by_kid[successor].active_from == clock.now
+    assert by_kid[later].active_from == T0 + dt.timedelta(minutes=1) + DELAY
+
+
+def test_retiring_an_unknown_kid_is_an_error(services: Services) -> None:
+    with services.sessions() as db, pytest.raises(LookupError):
+        retire_key(db, kid="nope", now=T0)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from idp.cli.context import database, load_settings
+from idp.cli.errors import CliError
 from idp.cli.output import JSON_HELP, emit
 from idp.crypto import Encryptor
 from idp.models import SigningKey, utcnow
@@ -18,6 +19,7 @@ from idp.oauth.keys import (
     key_state,
     list_keys,
     retire_after_for,
+    retire_key,
     rotate_keys,
     signing_choice,
 )
@@ -101,3 +103,34 @@ def rotate(json_: JsonOpt = False) -> None:
         + [_line(k) for k in keys]
     )
     emit(data, as_json=json_, text=text)
+
+
+@app.command("retire")
+def retire(
+    kid: Annotated[str, typer.Option("--kid", help="The key's id (see `idp keys list`).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Withdraw a key from the JWKS now (suspected leak); run `idp keys rotate` first, so its
+    successor is already published and takes over at once."""
+    now = utcnow()
+    with database() as db:
+        try:
+            row = retire_key(db, kid=kid, now=now)
+        except LookupError as exc:
+            raise CliError(f"{exc}; see `idp keys list`") from exc
+        db.flush()
+        keys = _table(list_keys(db), now)
+        retired = next(key for key in keys if key["kid"] == row.kid)
+        alone = not any(key["alg"] == row.alg and key["state"] != "retired" for key in keys)
+    if alone:
+        # Not refused: a leaked key must go even before a successor exists.
+        typer.echo(
+            f"warning: no other {row.alg} key is published; the provider creates one at its "
+            "next signature, and relying parties see it only after refetching the JWKS",
+            err=True,
+        )
+    emit(
+        {"retired": retired, "keys": keys},
+        as_json=json_,
+        text="\n".join([f"retired {row.alg} key {row.kid}", "all keys:", *map(_line, keys)]),
+    )

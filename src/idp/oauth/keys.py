@@ -165,7 +165,11 @@ def ensure_keys(
     now: Callable[[], dt.datetime],
     algs: Sequence[str] = SUPPORTED_ALGS,
 ) -> list[SigningKey]:
-    """Create a key for each algorithm that has none able to sign; returns what it created.
+    """Give each algorithm a key able to sign; returns the keys it created or activated.
+
+    Normally that means creating one (first start). When the signer was withdrawn early
+    (`retire_key`, a suspected leak) and a successor is already published, the successor
+    signs at once instead: it is in relying parties' JWKS caches, a brand-new key is not.
 
     Race-safe across processes: the new row takes the next `seq` of its algorithm, and
     the unique (alg, seq) constraint lets only one of two racing processes commit; the
@@ -179,6 +183,15 @@ def ensure_keys(
                     rows = db.scalars(select(SigningKey).where(SigningKey.alg == alg)).all()
                     moment = now()
                     if signing_choice(rows, alg, moment) is not None:
+                        break
+                    pending = [
+                        r for r in rows if r.active_from > moment and not is_retired(r, moment)
+                    ]
+                    if pending:
+                        # Next in line by the rotation schedule; later ones keep theirs.
+                        row = min(pending, key=lambda r: (r.active_from, r.seq))
+                        row.active_from = moment
+                        created.append(row)
                         break
                     # The first key signs at once: no relying party can have cached a JWKS
                     # that lacks it, because there was nothing to sign with before.
@@ -198,6 +211,18 @@ def ensure_keys(
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
     return created
+
+
+def retire_key(db: Session, *, kid: str, now: dt.datetime) -> SigningKey:
+    """Withdraw a key from the JWKS now (a suspected leak): tokens it signed stop
+    verifying. If it was its algorithm's signer, the next published key takes over at once
+    (see `ensure_keys`), so rotate first. The caller commits."""
+    row = db.get(SigningKey, kid)
+    if row is None:
+        raise LookupError(f"no signing key has kid {kid!r}")
+    if row.retired_at is None or row.retired_at > now:
+        row.retired_at = now
+    return row
 
 
 def rotate_keys(
