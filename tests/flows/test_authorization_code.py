@@ -431,3 +431,12 @@ def test_third_party_client_needs_consent(live_server, browser) -> None:
     assert got["error"] == "consent_required"
     response = browser.get(authorization_url(live_server, app))
     assert response.headers["location"].startswith("/signin?tx=")
+
+
+def test_client_without_the_code_grant_gets_no_code(live_server, browser) -> None:
+    machine = register_client(
+        live_server, client_id="machine", grant_types=["client_credentials"], scope="openid x"
+    )
+    got = redirect_params(browser.get(authorization_url(live_server, machine)))
+    assert got["error"] == "unauthorized_client"
+    assert "code" not in got

@@ -99,8 +99,9 @@ class OAuthClient:
         return method == self.row.token_endpoint_auth_method
 
     def check_response_type(self, response_type: str) -> bool:
-        # RFC 9700 2.1.2: the code flow only, no implicit or hybrid.
-        return response_type == "code"
+        # RFC 9700 2.1.2: the code flow only, no implicit or hybrid; and only for
+        # clients registered for it (a client_credentials-only client gets no codes).
+        return response_type == "code" and self.check_grant_type("authorization_code")
 
     def check_grant_type(self, grant_type: str) -> bool:
         granted = tuple(self.row.grant_types) or DEFAULT_GRANT_TYPES

@@ -93,7 +93,9 @@ def redeem_code(
     expired. Raises `CodeReusedError` (after revoking its grant) on a second redemption
     (RFC 6749 4.1.2, RFC 9700 4.2.4: revoke every token issued from that code)."""
     digest = token_digest(code)
-    claimed = db.execute(
+    # One round trip on the hot path: claim and read the row together (RETURNING works
+    # on SQLite >= 3.35 and PostgreSQL).
+    row = db.scalars(
         update(AuthorizationCode)
         .where(
             AuthorizationCode.code_hash == digest,
@@ -101,14 +103,15 @@ def redeem_code(
             AuthorizationCode.redeemed_at.is_(None),
         )
         .values(redeemed_at=now)
+        .returning(AuthorizationCode)
         .execution_options(synchronize_session=False)
-    )
-    row = db.get(AuthorizationCode, digest, populate_existing=True)
-    if row is None or row.client_id != client_id:
+    ).one_or_none()
+    if row is None:
+        used = db.get(AuthorizationCode, digest)
+        if used is not None and used.client_id == client_id:
+            revoke_grant(db, grant_id=used.grant_id, now=now)
+            raise CodeReusedError
         return None
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        revoke_grant(db, grant_id=row.grant_id, now=now)
-        raise CodeReusedError
     if row.expires_at <= now:
         return None
     return row
