@@ -321,3 +321,19 @@ def test_step_up_asks_only_for_the_code(live_server, app) -> None:
     assert {"pwd", "otp"} <= set(claims["amr"])
     assert claims["acr"] == ACR_MFA
     browser.close()
+
+
+def test_step_up_without_an_authenticator_goes_to_setup(optional_server) -> None:
+    """Someone who skipped setup, asked for MFA by an app, must set up an app now."""
+    server = optional_server
+    app = register_client(server)
+    account_id = new_person(server)
+    person = Person(account_id, "sam@example.org", PASSWORD, "")
+    browser = signed_in_browser(server, person, amr=("pwd",))
+    started = start_sign_in(server, app, browser, acr_values=ACR_MFA)
+    assert started.response.headers["location"].startswith("/signin?tx=")
+    result = sign_in(browser, started.response, email="unused", password="unused")
+    assert result.pages == ["setup"]
+    assert result.response.headers["location"].startswith(app.redirect_uri)
+    assert credentials(server) == 1
+    browser.close()

@@ -322,3 +322,28 @@ def test_a_wrong_password_is_refused_by_the_helper(live_server, app, person, bro
         sign_in(browser, started.response, email=person.email, password="wrong wrong 1")
     with live_server.services.sessions() as db:
         assert db.scalar(select(func.count()).select_from(TotpCredential)) == 1
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_a_form_posted_from_another_site_is_refused(
+    live_server, app, person, browser, site
+) -> None:
+    """Login CSRF: whoever started a transaction knows its token, so a browser's Fetch
+    Metadata saying the post came from elsewhere is refused, even with the right token."""
+    started = start_sign_in(live_server, app, browser)
+    form = parse_page(follow(browser, started.response, live_server).text).form_with("password")
+    response = browser.post(
+        f"{live_server.url}/signin?tx={started.tx}",
+        data={**form.fields, "email": person.email, "password": PASSWORD},
+        headers={"sec-fetch-site": site},
+    )
+    assert "This page had expired, so nothing was sent" in error_text(
+        browser, live_server, response
+    )
+    assert transaction(live_server, started.tx).account_id is None
+    same = browser.post(
+        f"{live_server.url}/signin?tx={started.tx}",
+        data={**form.fields, "email": person.email, "password": PASSWORD},
+        headers={"sec-fetch-site": "same-origin"},
+    )
+    assert same.headers["location"] == f"/signin/code?tx={started.tx}"

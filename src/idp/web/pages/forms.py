@@ -18,6 +18,8 @@ from starlette.requests import Request
 MAX_FORM_BYTES = 16 * 1024
 MAX_FIELDS = 16
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+#: `Sec-Fetch-Site` values of requests started by another site (or a sibling subdomain).
+CROSS_SITE = frozenset({"cross-site", "same-site"})
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,11 @@ class BadForm:
 
 async def read_form(request: Request) -> dict[str, str] | BadForm:
     """The fields of the request body, or why it was refused."""
+    if request.headers.get("sec-fetch-site") in CROSS_SITE:
+        # Fetch Metadata (OWASP CSRF cheat sheet): a browser says the form came from
+        # another site. Login CSRF cannot be stopped by the transaction's own token alone,
+        # since whoever started the transaction can read it; this refuses such posts.
+        return BadForm("csrf")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
         return BadForm("malformed")

@@ -53,6 +53,21 @@ def _pending_secret(row: LoginTransaction, services: Services, *, create: bool) 
     return secret
 
 
+def _match_stage_to_authenticator(db: Session, row: LoginTransaction) -> str | None:
+    """Move a setup page to the code page once an authenticator exists (another tab
+    finished setup), and a code page to setup when there is none (a step-up for someone
+    who skipped setup, or support removed it); the new stage, or None if unchanged."""
+    assert row.account_id is not None
+    enrolled = totp.credential_for(db, account_id=row.account_id) is not None
+    if enrolled and row.stage in SETUP_STAGES:
+        row.stage, row.pending_totp_encrypted = "mfa", None
+        return row.stage
+    if not enrolled and row.stage in CODE_STAGES:
+        row.stage = "mfa_setup"
+        return row.stage
+    return None
+
+
 def _long_date(day: dt.date) -> str:
     return f"{day.day} {day:%B %Y}"
 
@@ -69,6 +84,10 @@ def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -
         elsewhere = transactions.redirect_for_stage(row, tx, here=here)
         if elsewhere is not None:
             return see_other(elsewhere)
+        assert row.account_id is not None
+        moved = _match_stage_to_authenticator(db, row)
+        if moved is not None:
+            return see_other(page_url(tx, transactions.STAGE_PATHS[moved]))
         error = transactions.take_error(row)
         service = transactions.service_name(client) or "PharmOutcomes"
         if here is CODE_STAGES:

@@ -127,8 +127,7 @@ def _check(
     if account is None or account.password_hash is None:
         if _legacy_password_matches(db, email=email, password=password):
             return "legacy_email"
-        if account is None:
-            verify_dummy(password)  # ASVS 6.3.8: the same work as a real check
+        verify_dummy(password)  # ASVS 6.3.8: the same work as a real check
         return _failed(db, services, account_id=account_id, ip=ip, now=now, client=row.client_id)
     if not verify_password(account.password_hash, password):
         return _failed(db, services, account_id=account_id, ip=ip, now=now, client=row.client_id)
