@@ -93,3 +93,45 @@ def test_consent_without_a_choice_is_explained(live_server, third_party, browser
     with live_server.services.sessions() as db:
         row = db.get(LoginTransaction, token_digest(started.tx))
         assert (row.completed_at, row.consented_at) == (None, None)
+
+
+def test_consent_only_journey_keeps_how_the_person_signed_in(live_server, third_party) -> None:
+    """A signed-in person meeting a new third-party app sees only the consent page, and
+    the app learns the session's `amr` (no downgrade to a journey that proved nothing)."""
+    from tests.flows.oidc import oauth_client, signed_in_browser, verify_id_token
+
+    person = register_person(live_server)
+    browser = signed_in_browser(live_server, person)
+    started = start_sign_in(live_server, third_party, browser)
+    result = sign_in(browser, started.response, email="unused", password="unused")
+    assert result.pages == ["consent"]
+    code = query(result.response)["code"][0]
+    token = oauth_client(live_server, third_party).fetch_token(
+        f"{live_server.url}/token", code=code, code_verifier=started.code_verifier
+    )
+    claims = verify_id_token(live_server, token["id_token"], client_id=third_party.client_id)
+    assert {"pwd", "otp"} <= set(claims["amr"])
+    browser.close()
+
+
+def test_consent_only_journey_without_the_session_starts_over(live_server, third_party) -> None:
+    from idp.models import BrowserSession
+    from tests.flows.oidc import signed_in_browser
+
+    person = register_person(live_server)
+    browser = signed_in_browser(live_server, person)
+    started = start_sign_in(live_server, third_party, browser)
+    page = parse_page(browser.get(f"{live_server.url}/signin/consent?tx={started.tx}").text)
+    with live_server.services.sessions() as db, db.begin():
+        for session in db.query(BrowserSession):
+            db.delete(session)
+    form = page.form_with("decision")
+    posted = browser.post(
+        f"{live_server.url}/signin/consent?tx={started.tx}",
+        data={**form.fields, "decision": "allow"},
+    )
+    assert posted.headers["location"] == f"/signin?tx={started.tx}"
+    with live_server.services.sessions() as db:
+        row = db.get(LoginTransaction, token_digest(started.tx))
+        assert (row.completed_at, row.account_id, row.consented_at) == (None, None, None)
+    browser.close()

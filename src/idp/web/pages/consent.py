@@ -106,6 +106,6 @@ def _submit(
         response = handoff.complete(
             db, row, tx=tx, cookie_value=cookie, settings=services.settings, now=now, ip=ip
         )
-        if decision == "deny":
+        if decision == "deny" and row.completed_at is not None:
             row.stage = DENIED
         return response

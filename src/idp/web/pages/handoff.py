@@ -49,6 +49,10 @@ def complete(
 ) -> Response:
     """Finish the journey: new session cookie, completed transaction, 303 to resume."""
     finished = journey.finish(db, row, cookie_value=cookie_value, settings=settings, now=now)
+    if finished is None:
+        # The session that carried this journey ended meanwhile: sign in from the start.
+        row.stage, row.account_id, row.amr, row.consented_at = "password", None, [], None
+        return see_other(page_url(tx, transactions.STAGE_PATHS["password"]))
     audit.record(
         db,
         "signin.completed",

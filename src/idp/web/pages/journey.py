@@ -116,10 +116,19 @@ def finish(
     cookie_value: str | None,
     settings: Settings,
     now: dt.datetime,
-) -> Finished:
-    """Start the new session (ending the browser's old one) and complete the transaction."""
+) -> Finished | None:
+    """Start the new session (ending the browser's old one) and complete the transaction.
+
+    A journey that proved nothing itself (only consent was missing) carries the `amr` and
+    `auth_time` of the browser's live session of the same account; None if there is none,
+    and the person must sign in again.
+    """
     assert row.account_id is not None
     old = current_session(db, cookie_value=cookie_value, settings=settings, now=now)
+    if not row.amr:
+        if old is None or old.account_id != row.account_id:
+            return None
+        row.amr, row.auth_time = list(old.amr), old.auth_time
     auth_time = row.auth_time or now
     acr = acr_for(row.amr)
     session, new_cookie = start_session(
