@@ -25,7 +25,7 @@ from idp.accounts import throttle as policy
 from idp.accounts.throttle import ACCOUNT, PAIR, SOURCE, Throttle, Verdict, make_throttle
 from idp.accounts.throttle_db import DatabaseThrottle
 from idp.accounts.throttle_redis import RedisThrottle
-from idp.app import build_services
+from idp.app import Services, build_services
 from idp.db import make_engine
 from idp.models import FailureCounter
 from idp.settings import Settings
@@ -360,14 +360,15 @@ def test_sqlite_counts_while_the_request_holds_the_write_lock(tmp_path: Path) ->
     assert isinstance(throttle, DatabaseThrottle)
     try:
         with services.engine.connect() as request_connection:
-            request_connection.execute(text("BEGIN IMMEDIATE"))  # holds the write lock
+            request = request_connection.begin()
+            # The request's first write takes the database's write lock until it ends.
             request_connection.execute(
                 text(
                     "INSERT INTO audit_events (at, event, detail) VALUES ('2026-01-01', 'x', '{}')"
                 )
             )
             _fail(throttle, at=NOW, ip="192.0.2.1")
-            request_connection.execute(text("ROLLBACK"))
+            request.rollback()
         assert Path(f"{tmp_path / 'idp.sqlite3'}-throttle").stat().st_size > 0
         with throttle.engine.connect() as connection:
             counted = connection.execute(
@@ -417,3 +418,22 @@ def test_make_throttle_uses_redis_when_configured(tmp_path: Path) -> None:
         throttle.dispose()
     finally:
         services.engine.dispose()
+
+
+def test_database_purge_deletes_only_forgotten_source_and_pair_counters(
+    services: Services,
+) -> None:
+    throttle = make_throttle(services)
+    assert isinstance(throttle, DatabaseThrottle)
+    try:
+        _fail(throttle, at=NOW, ip="192.0.2.1")  # account, pair and source counters
+        _fail(throttle, at=NOW + dt.timedelta(hours=23, minutes=30), account=None, ip="192.0.2.2")
+        assert throttle.purge_forgotten(now=NOW + dt.timedelta(minutes=59)) == 0
+        # An hour on, the first source counter no longer counts; the pair's day is not over.
+        assert throttle.purge_forgotten(now=NOW + dt.timedelta(hours=1)) == 1
+        assert throttle.purge_forgotten(now=NOW + dt.timedelta(days=1)) == 1
+        with throttle.engine.connect() as connection:
+            left = set(connection.execute(select(FailureCounter.key)).scalars())
+        assert left == {"password:account:acc-1", "password:ip:192.0.2.2"}
+    finally:
+        throttle.dispose()

@@ -87,6 +87,12 @@ def test_provisioning_uri_escapes_spaces_in_the_issuer() -> None:
     assert "issuer=Ocular%20Outcomes" in uri
 
 
+@pytest.mark.parametrize("issuer", ["", "Pharm:Outcomes"])
+def test_provisioning_uri_refuses_an_ambiguous_issuer(issuer: str) -> None:
+    with pytest.raises(ValueError, match="issuer"):
+        totp.provisioning_uri("AAAA", email="a@example.org", issuer=issuer)
+
+
 def test_grouped_key_groups_of_four() -> None:
     assert totp.grouped_key("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == (
         "ABCD EFGH IJKL MNOP QRST UVWX YZ23 4567"
@@ -267,9 +273,11 @@ def test_racing_requests_on_separate_engines_accept_a_code_once(database_url: st
         engine = make_engine(database_url)
         factory = make_session_factory(engine)
         try:
+            # Meet before opening a transaction: SQLite may take its write lock at BEGIN,
+            # and a thread holding it at the barrier would keep the others from arriving.
+            barrier.wait(timeout=30)
             with transaction(factory) as db:
                 credential = db.get_one(TotpCredential, credential_id)
-                barrier.wait(timeout=30)
                 ok = totp.verify_code(
                     db, credential=credential, code=code, encryptor=base.encryptor, now=NOW
                 )
@@ -381,10 +389,10 @@ def test_racing_enrolments_keep_one_authenticator_and_the_losers_transaction(
         secret = totp.new_secret()
         engine = make_engine(database_url)
         try:
+            # Meet before opening a transaction: SQLite has one writer at a time (and may
+            # take the lock at BEGIN), so a thread waiting here must not hold it.
+            barrier.wait(timeout=30)
             with transaction(make_session_factory(engine)) as db:
-                # SQLite has one writer at a time: meet before the first write, or the
-                # second thread would wait on the first's lock while it waits here.
-                barrier.wait(timeout=30)
                 db.add(AuditEvent(event=f"test.before.{tag}", account_id=account_id))
                 db.flush()
                 try:

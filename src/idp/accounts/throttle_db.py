@@ -15,14 +15,17 @@ process on the machine. PostgreSQL uses the migrated `failure_counters` table it
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, case, delete, or_, select
+from sqlalchemy import Engine, Table, and_, case, delete, or_, select
 from sqlalchemy.schema import CreateTable
 
 from idp.accounts.throttle import (
     KINDS,
+    PAIR,
+    SOURCE,
     Budget,
     Counter,
     Verdict,
@@ -31,6 +34,9 @@ from idp.accounts.throttle import (
 )
 from idp.db import make_engine
 from idp.models import FailureCounter
+
+#: One failure in this many also deletes forgotten counters.
+PURGE_ONE_IN = 500
 
 _TABLE: Table = FailureCounter.__table__  # type: ignore[assignment]
 
@@ -84,6 +90,10 @@ class DatabaseThrottle:
         with self.engine.begin() as connection:
             for key, budget in keys:
                 connection.execute(self._increment(key, budget, now))
+        if secrets.randbelow(PURGE_ONE_IN) == 0:
+            # Now and then, not on a schedule: no job runner is needed, and the cost is
+            # spread over failures, which are what create rows in the first place.
+            self.purge_forgotten(now=now)
 
     def record_success(
         self, *, kind: str, account_id: str | None, ip: str | None, now: dt.datetime
@@ -105,6 +115,24 @@ class DatabaseThrottle:
             )
         with self.engine.begin() as connection:
             connection.execute(delete(_TABLE).where(or_(*conditions)))
+
+    def purge_forgotten(self, *, now: dt.datetime) -> int:
+        """Delete counters whose failures no longer count (source and pair counters after
+        their quiet period); returns how many. Account counters are never purged."""
+        conditions = []
+        for budget in (PAIR, SOURCE):
+            assert budget.forget_after is not None
+            cutoff = now - dt.timedelta(seconds=budget.forget_after)
+            for kind in KINDS:
+                conditions.append(
+                    and_(
+                        _TABLE.c.key.startswith(f"{kind}:{budget.scope}:", autoescape=True),
+                        _TABLE.c.last_failure_at <= cutoff,
+                    )
+                )
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(_TABLE).where(or_(*conditions)))
+        return int(result.rowcount or 0)
 
     def _increment(self, key: str, budget: Budget, now: dt.datetime) -> Any:
         if self.engine.dialect.name == "postgresql":

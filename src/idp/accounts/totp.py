@@ -49,8 +49,11 @@ def provisioning_uri(secret: str, *, email: str, issuer: str) -> str:
     """The `otpauth://totp/ISSUER:EMAIL?secret=...&issuer=ISSUER` URI for a QR code.
 
     The label prefix equals the `issuer` parameter (Key URI Format), so apps file the entry
-    under the service name whichever field they read.
+    under the service name whichever field they read. A colon in the issuer would make the
+    label ambiguous, so it is refused.
     """
+    if not issuer or ":" in issuer:
+        raise ValueError("the issuer must be a non-empty service name without ':'")
     label = quote(f"{issuer}:{email}", safe="@:")
     query = urlencode(
         {
