@@ -17,9 +17,17 @@ from sqlalchemy import func, select
 
 from idp.accounts import totp
 from idp.app import Services
-from idp.crypto import DecryptionError, Encryptor
+from idp.crypto import DecryptionError, Encryptor, new_token, token_digest
 from idp.db import make_engine, make_session_factory, transaction
-from idp.models import Account, AuditEvent, BrowserSession, Grant, RefreshToken, TotpCredential
+from idp.models import (
+    Account,
+    AuditEvent,
+    BrowserSession,
+    Grant,
+    LoginTransaction,
+    RefreshToken,
+    TotpCredential,
+)
 from tests.accounts._identity import NOW, make_account, make_grant_with_refresh_token
 
 RFC_SECRET = base64.b32encode(b"12345678901234567890").decode()
@@ -462,11 +470,23 @@ def test_reset_mfa_removes_the_authenticator_and_ends_sessions_and_tokens(
             settings=services.settings,
             now=NOW,
         )
+        # A sign-in half-way through: password given, code page pending.
+        pending = LoginTransaction(
+            id_hash=token_digest(new_token()),
+            client_id=grant.client_id,
+            params={},
+            csrf_token=new_token(),
+            account_id=account_id,
+            stage="mfa",
+            amr=["pwd"],
+            expires_at=NOW + dt.timedelta(minutes=15),
+        )
+        db.add(pending)
         later = NOW + dt.timedelta(minutes=5)
         assert totp.reset_mfa(
             db, account=account, actor_id="support-1", reason="lost phone", now=later
         )
-        grant_id = grant.id
+        grant_id, pending_id = grant.id, pending.id_hash
     with transaction(services.sessions) as db:
         assert totp.credential_for(db, account_id=account_id) is None
         assert (
@@ -480,6 +500,7 @@ def test_reset_mfa_removes_the_authenticator_and_ends_sessions_and_tokens(
         )
         assert live_sessions == 0
         assert db.get_one(Grant, grant_id).revoked_at == later
+        assert db.get_one(LoginTransaction, pending_id).expires_at == later
         tokens = db.scalars(select(RefreshToken).where(RefreshToken.grant_id == grant_id)).all()
         assert tokens
         assert all(t.revoked_at == later for t in tokens)
@@ -493,6 +514,7 @@ def test_reset_mfa_removes_the_authenticator_and_ends_sessions_and_tokens(
         assert event.detail["removed"] is True
         assert event.detail["sessions_ended"] == 1
         assert event.detail["refresh_tokens_revoked"] == 1
+        assert event.detail["sign_ins_expired"] == 1
 
 
 def test_reset_mfa_without_an_authenticator_returns_false(services: Services) -> None:

@@ -1,4 +1,4 @@
-"""Ending everything an account holds: browser sessions, grants and refresh tokens.
+"""Ending everything an account holds: sessions, unfinished sign-ins, grants, refresh tokens.
 
 STANDARDS (sessions): disabling an account or resetting its MFA ends its sessions and
 refresh tokens (ASVS 7.4.2 server-side revocation). Access tokens are short-lived JWTs;
@@ -13,11 +13,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp.accounts.sessions import end_account_sessions
-from idp.models import Grant, RefreshToken
+from idp.models import Grant, LoginTransaction, RefreshToken
 
 
 def revoke_account_access(db: Session, *, account_id: str, now: dt.datetime) -> dict[str, int]:
-    """End the account's sessions and revoke its grants and refresh tokens; returns counts."""
+    """End the account's sessions and unfinished sign-ins, and revoke its grants and
+    refresh tokens; returns how many of each."""
     sessions = end_account_sessions(db, account_id=account_id, now=now)
     grant_ids = select(Grant.id).where(Grant.account_id == account_id).scalar_subquery()
     tokens = db.execute(
@@ -32,8 +33,21 @@ def revoke_account_access(db: Session, *, account_id: str, now: dt.datetime) -> 
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+    # A sign-in half-way through (password given, code pending) must start again, so
+    # nobody carries a pre-reset password check into setting up a new authenticator.
+    pending = db.execute(
+        update(LoginTransaction)
+        .where(
+            LoginTransaction.account_id == account_id,
+            LoginTransaction.consumed_at.is_(None),
+            LoginTransaction.expires_at > now,
+        )
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
     return {
         "sessions_ended": sessions,
+        "sign_ins_expired": int(getattr(pending, "rowcount", 0) or 0),
         "grants_revoked": int(getattr(grants, "rowcount", 0) or 0),
         "refresh_tokens_revoked": int(getattr(tokens, "rowcount", 0) or 0),
     }

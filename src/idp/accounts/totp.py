@@ -254,6 +254,7 @@ def reset_mfa(
         reason=reason[:500],
         removed=removed,
         sessions_ended=ended["sessions_ended"],
+        sign_ins_expired=ended["sign_ins_expired"],
         grants_revoked=ended["grants_revoked"],
         refresh_tokens_revoked=ended["refresh_tokens_revoked"],
     )
