@@ -22,6 +22,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -30,12 +31,24 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Python's sqlite3 (legacy transaction control) only sends BEGIN before a write, so a
+    # SAVEPOINT sent earlier would open the transaction itself and its RELEASE would commit
+    # the caller's work. Turn that off and let SQLAlchemy send BEGIN (`_sqlite_begin`), as
+    # SQLAlchemy's pysqlite documentation recommends; savepoints then nest as on PostgreSQL.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+    # writes fails at once with "database is locked" when another writer got there first
+    # (SQLite cannot wait on a lock upgrade); an immediate one waits its turn (busy_timeout).
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
