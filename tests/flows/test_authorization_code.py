@@ -16,8 +16,9 @@ import httpx
 import pytest
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.oidc.core.util import create_half_hash
+from sqlalchemy import select
 
-from idp.models import utcnow
+from idp.models import AuditEvent, utcnow
 from idp.oauth.acr import ACR_MFA
 from idp.oauth.server import get_oauth_server
 from tests.conftest import LiveServer
@@ -179,6 +180,9 @@ def test_code_reuse_fails_and_revokes_the_first_tokens(live_server, app, browser
         live_server, app, grant_type="refresh_token", refresh_token=first["refresh_token"]
     )
     assert refresh.json()["error"] == "invalid_grant"
+    with live_server.services.sessions() as db:
+        events = db.scalars(select(AuditEvent).where(AuditEvent.event == "oauth.grant_revoked"))
+        assert [e.detail["reason"] for e in events] == ["code_reused"]
 
 
 def test_expired_code_is_invalid_grant(live_server, app, browser) -> None:

@@ -18,6 +18,7 @@ from authlib.common.urls import add_params_to_uri
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from idp.accounts import audit
 from idp.accounts.sessions import (
     clear_session_cookie,
     current_session,
@@ -100,6 +101,7 @@ def end_session_request(server: IdpAuthorizationServer, data: RequestData) -> Lo
         return LogoutOutcome(confirm=keep)
     if session is not None:
         end_session(db, session=session, now=now)
+        audit.record(db, "session.logout", account_id=session.account_id, client_id=client_id)
     return LogoutOutcome(ended=True, redirect_to=redirect_to)
 
 

@@ -27,6 +27,6 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
     def revoke_token(self, token: TokenRecord, request: Any) -> None:
         db, now = current_db(), self.server.now()
         if token.kind == "refresh_token" and token.grant_id:
-            store.revoke_grant(db, grant_id=token.grant_id, now=now)
+            store.revoke_grant(db, grant_id=token.grant_id, now=now, reason="revoked_by_client")
         elif token.kind == "access_token" and token.key:
             store.revoke_access_token(db, jti=token.key, expires_at=token.expires_at)

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.accounts import audit
 from idp.crypto import token_digest
 from idp.models import (
     Account,
@@ -109,7 +110,7 @@ def redeem_code(
     if row is None:
         used = db.get(AuthorizationCode, digest)
         if used is not None and used.client_id == client_id:
-            revoke_grant(db, grant_id=used.grant_id, now=now)
+            revoke_grant(db, grant_id=used.grant_id, now=now, reason="code_reused")
             raise CodeReusedError
         return None
     if row.expires_at <= now:
@@ -212,21 +213,31 @@ def rotate_refresh_token(db: Session, *, token_hash: str, now: dt.datetime) -> b
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def revoke_grant(db: Session, *, grant_id: str, now: dt.datetime) -> None:
+def revoke_grant(db: Session, *, grant_id: str, now: dt.datetime, reason: str) -> None:
     """Revoke a whole token family: the grant, its refresh tokens and (through the grant
-    id in their `gid` claim) its access tokens."""
-    db.execute(
+    id in their `gid` claim) its access tokens. Audited with `reason` (ASVS 16.3)."""
+    revoked = db.execute(
         update(Grant)
         .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=now)
+        .returning(Grant.account_id, Grant.client_id)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
     db.execute(
         update(RefreshToken)
         .where(RefreshToken.grant_id == grant_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+    if revoked is not None:
+        audit.record(
+            db,
+            "oauth.grant_revoked",
+            account_id=revoked.account_id,
+            client_id=revoked.client_id,
+            grant_id=grant_id,
+            reason=reason,
+        )
 
 
 def grant_is_live(db: Session, *, grant_id: str) -> bool:

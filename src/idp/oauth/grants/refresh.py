@@ -35,7 +35,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             raise InvalidGrantError("The refresh token is invalid.")
         row, grant = found.token, found.grant
         if row.rotated_at is not None and row.revoked_at is None:
-            store.revoke_grant(db, grant_id=grant.id, now=now)
+            store.revoke_grant(db, grant_id=grant.id, now=now, reason="refresh_token_reused")
             raise InvalidGrantError("The refresh token has already been used.")
         if (
             row.revoked_at is not None
@@ -47,7 +47,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             raise InvalidGrantError("The refresh token is invalid.")
         if not store.rotate_refresh_token(db, token_hash=row.token_hash, now=now):
             # Lost a race with a concurrent use of the same token: treat as reuse.
-            store.revoke_grant(db, grant_id=grant.id, now=now)
+            store.revoke_grant(db, grant_id=grant.id, now=now, reason="refresh_token_reused")
             raise InvalidGrantError("The refresh token has already been used.")
         self._subject = store.subject_of(grant)
         return TokenRecord(
