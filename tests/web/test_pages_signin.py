@@ -347,3 +347,43 @@ def test_a_form_posted_from_another_site_is_refused(
         headers={"sec-fetch-site": "same-origin"},
     )
     assert same.headers["location"] == f"/signin/code?tx={started.tx}"
+
+
+def test_unicode_password_and_address_in_another_form(live_server, app, browser) -> None:
+    """Any Unicode, NFKC-normalised (ASVS 6.2.x); the address in any case."""
+    from tests.flows.signin import enrolled_account
+
+    password = "\uff50äßwörd ünïcödé \uff14\uff12"  # full-width p, 4 and 2: NFKC folds them
+    with live_server.services.sessions() as db, db.begin():
+        _, secret = enrolled_account(
+            db, live_server.services, email="zoë@example.org", password=password
+        )
+    started = start_sign_in(live_server, app, browser)
+    result = sign_in(
+        browser, started.response, email="ZOË@Example.org", password="päßwörd ünïcödé 42",
+        totp_secret=secret,
+    )  # fmt: skip
+    assert result.response.headers["location"].startswith(app.redirect_uri)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"code": "1" * 20_000}, "What you entered is too long"),
+        ({"code": "9" * 40}, "Enter the security code as 6 digits"),
+        ({"csrf_token": ""}, "This page had expired, so nothing was sent"),
+    ],
+    ids=["huge code", "long code", "empty csrf"],
+)
+def test_bad_input_on_the_code_page(live_server, app, person, browser, fields, message) -> None:
+    started = start_sign_in(live_server, app, browser)
+    posted = post_signin(browser, live_server, started, email=person.email, password=PASSWORD)
+    form = parse_page(follow(browser, posted, live_server).text).form_with("code")
+    response = browser.post(
+        f"{live_server.url}/signin/code?tx={started.tx}", data={**form.fields, **fields}
+    )
+    assert response.headers["location"] == f"/signin/code?tx={started.tx}"
+    assert message in error_text(browser, live_server, response)
+    row = transaction(live_server, started.tx)
+    assert (row.stage, row.completed_at, row.amr) == ("mfa", None, ["pwd"])
+    assert session_count(live_server) == 0
