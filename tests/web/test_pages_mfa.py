@@ -337,3 +337,36 @@ def test_step_up_without_an_authenticator_goes_to_setup(optional_server) -> None
     assert result.response.headers["location"].startswith(app.redirect_uri)
     assert credentials(server) == 1
     browser.close()
+
+
+def test_journey_across_two_instances_and_a_code_used_on_one_is_spent_on_both(
+    live_server, database_url, app, browser
+) -> None:
+    """Scale-out: transactions, codes and budgets live in the database, not a process."""
+    other = start_live_server(database_url)
+    try:
+        person = register_person(live_server)
+        at = time.time()
+        started = start_sign_in(live_server, app, browser)
+        # /authorize on the first instance; the pages (and resume) on the second.
+        moved = httpx.Response(
+            303, headers={"location": started.response.headers["location"]},
+            request=httpx.Request("GET", f"{other.url}/authorize"),
+        )  # fmt: skip
+        result = sign_in(
+            browser, moved, email=person.email, password=PASSWORD,
+            totp_secret=person.totp_secret, at=at,
+        )  # fmt: skip
+        got = parse_qs(urlsplit(result.response.headers["location"]).query)
+        assert "code" in got
+        assert got["iss"] == [other.url]
+        # The same code on the first instance is refused.
+        again = start_sign_in(live_server, app, browser, prompt="login")
+        with pytest.raises(SignInFailed, match="has been used already"):
+            sign_in(
+                browser, again.response, email=person.email, password=PASSWORD,
+                totp_secret=person.totp_secret, at=at,
+            )  # fmt: skip
+    finally:
+        other.stop()
+        other.services.engine.dispose()
