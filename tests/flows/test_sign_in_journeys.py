@@ -19,9 +19,10 @@ from tests.flows.oidc import (
     redirect_params,
     register_client,
     register_person,
+    signed_in_browser,
     verify_id_token,
 )
-from tests.flows.signin import complete_sign_in, start_sign_in
+from tests.flows.signin import complete_sign_in, sign_in, start_sign_in
 
 
 @pytest.fixture
@@ -162,3 +163,47 @@ def test_expired_transaction_cannot_resume(live_server, app, person) -> None:
             server.now = utcnow
         assert response.status_code == 400
         assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("decision", ["allow", "deny"])
+def test_third_party_app_asks_for_consent(live_server, person, decision) -> None:
+    third = register_client(live_server, client_id="third-party", first_party=False)
+    with httpx.Client() as browser:
+        started = start_sign_in(live_server, third, browser)
+        result = sign_in(
+            browser,
+            started.response,
+            email=person.email,
+            password=person.password,
+            totp_secret=person.totp_secret,
+            consent=decision,  # type: ignore[arg-type]
+        )
+    assert "consent" in result.pages
+    got = redirect_params(result.response)
+    assert got["state"] == started.state
+    assert got["iss"] == live_server.url
+    if decision == "allow":
+        assert "code" in got
+    else:
+        assert got["error"] == "access_denied"
+        assert "code" not in got
+
+
+def test_step_up_asks_only_for_the_second_factor(live_server, app, person) -> None:
+    browser = signed_in_browser(live_server, person, amr=("pwd",))
+    started = start_sign_in(live_server, app, browser, acr_values=ACR_MFA)
+    result = sign_in(
+        browser,
+        started.response,
+        email=person.email,
+        password=person.password,
+        totp_secret=person.totp_secret,
+    )
+    assert result.pages == ["code"]  # RFC 9470: a fresh second factor, not a new password
+    got = redirect_params(result.response)
+    token = oauth_client(live_server, app).fetch_token(
+        f"{live_server.url}/token", code=got["code"], code_verifier=started.code_verifier
+    )
+    claims = verify_id_token(live_server, token["id_token"], client_id=app.client_id)
+    assert claims["acr"] == ACR_MFA
+    assert "otp" in claims["amr"]
