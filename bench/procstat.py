@@ -97,3 +97,23 @@ def sample(pid: int) -> TreeSample:
         rss_workers=sum(rss[p] for p in workers if p in rss),
         workers=len(workers),
     )
+
+
+def postgres_backends_cpu(dbname: str) -> dict[int, float]:
+    """CPU seconds of the PostgreSQL backends serving `dbname` (their process title reads
+    `postgres: USER DBNAME HOST(PORT) STATE`). Backends that exit between two samples are
+    missed, so this is a lower bound of the database's CPU."""
+    out: dict[int, float] = {}
+    needle = f" {dbname} "
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        cmd = command(pid)
+        if cmd.startswith("postgres: ") and needle in cmd + " ":
+            out[pid] = cpu_seconds(pid)
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(v - before.get(p, 0.0) for p, v in after.items())

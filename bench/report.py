@@ -14,7 +14,8 @@ LABELS = {
     "ours-pg-scale": "ours (PostgreSQL)",
 }
 METRICS = [("rps", "ops/s", "higher"), ("p50_ms", "p50 ms", "lower"), ("p99_ms", "p99 ms", "lower"),
-           ("cpu_ms_per_op", "server CPU ms/op", "lower")]  # fmt: skip
+           ("cpu_ms_per_op", "server CPU ms/op", "lower"),
+           ("db_cpu_ms_per_op", "+ PostgreSQL CPU ms/op", "lower")]  # fmt: skip
 MiB = 2**20
 
 
@@ -53,6 +54,13 @@ def matrix_table(results: dict[str, Any], mx: dict[str, Any]) -> list[str]:
         title = results["scenarios"].get(sc, sc)
         for i, (key, name, _) in enumerate(METRICS):
             vals = {lbl: (per[lbl].get(key) if per[lbl].get("status") == "ok" else None) for lbl in labels}
+            if key == "db_cpu_ms_per_op":
+                if all(v is None for v in vals.values()):
+                    continue
+                if has_peer:  # the peer has no database: compare our total with its CPU
+                    row = ["", name] + [_fmt(vals[lbl]) if vals[lbl] is not None else "" for lbl in labels]
+                    out.append("| " + " | ".join(row + [""] * len(ours)) + " |")
+                    continue
             row = [title if i == 0 else "", name] + [
                 _fmt(vals[lbl]) if vals[lbl] is not None else ("n/a" if i == 0 else "") for lbl in labels
             ]

@@ -110,8 +110,9 @@ def median_of(rows: list[Measurement]) -> dict[str, Any]:
         first = rows[0] if rows else None
         return {"status": first.status if first else "missing", "note": first.note if first else ""}
     out: dict[str, Any] = {"status": "ok", "rounds": len(ok), "note": "; ".join(sorted({r.note for r in ok if r.note}))}
-    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_op"):
-        out[key] = statistics.median(getattr(r, key) for r in ok)
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_op", "db_cpu_ms_per_op"):
+        vals = [getattr(r, key) for r in ok if getattr(r, key) is not None]
+        out[key] = statistics.median(vals) if vals else None
     out["ops"] = sum(r.ops for r in ok)
     return out
 

@@ -85,6 +85,7 @@ class Measurement:
     p99_ms: float = 0.0
     cpu_s: float = 0.0
     cpu_ms_per_op: float = 0.0
+    db_cpu_ms_per_op: float | None = None
     errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -205,10 +206,12 @@ def _wrk_args(state: TargetState, scenario: str, plan: Plan, load: Load) -> dict
 
 def _measure_wrk(state: TargetState, scenario: str, load: Load, plan: Plan, m: Measurement) -> None:
     args = _wrk_args(state, scenario, plan, load)
+    db_before = state.target.db_cpu()
     before = state.target.sample()
     r = run_wrk(duration=plan.duration if scenario != "authorization_code" else plan.duration * 6,
                 threads=load.threads, connections=load.connections, cpus=load.client_cpus, **args)  # fmt: skip
     after = state.target.sample()
+    _db_cpu(state, db_before, r.ok, m)
     m.ops, m.seconds, m.rps = r.ok, r.seconds, r.rps
     m.p50_ms, m.p99_ms, m.errors = r.p50_ms, r.p99_ms, r.errors
     m.cpu_s = after.cpu_since(before)
@@ -220,10 +223,19 @@ def _measure_wrk(state: TargetState, scenario: str, load: Load, plan: Plan, m: M
         m.note = f"{r.errors} failed requests of {r.requests}"
 
 
+def _db_cpu(state: TargetState, before: dict[int, float], ops: int, m: Measurement) -> None:
+    if state.target.pg_dbname and ops:
+        from bench.procstat import cpu_delta
+
+        m.db_cpu_ms_per_op = 1000 * cpu_delta(before, state.target.db_cpu()) / ops
+
+
 def _measure_signin(state: TargetState, load: Load, plan: Plan, m: Measurement) -> None:
+    db_before = state.target.db_cpu()
     before = state.target.sample()
     run = asyncio.run(run_flows(state.driver, concurrency=load.browsers, duration=plan.signin_duration))
     after = state.target.sample()
+    _db_cpu(state, db_before, run.flows, m)
     m.ops, m.seconds = run.flows, run.seconds
     m.rps = run.flows / run.seconds
     if run.latencies:

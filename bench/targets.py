@@ -147,6 +147,17 @@ class Target:
         for _ in range(20):
             http.get(self.base + DEFAULT_PATHS[self.kind]["discovery"])
 
+    @property
+    def pg_dbname(self) -> str | None:
+        if self.database_url and self.database_url.startswith("postgresql"):
+            return self.database_url.rsplit("/", 1)[-1]
+        return None
+
+    def db_cpu(self) -> dict[int, float]:
+        """CPU seconds of the PostgreSQL backends of this target (empty for others)."""
+        name = self.pg_dbname
+        return procstat.postgres_backends_cpu(name) if name else {}
+
     def sample(self) -> procstat.TreeSample:
         assert self.proc is not None
         return procstat.sample(self.proc.pid)

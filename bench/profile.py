@@ -1,0 +1,97 @@
+"""Profile one of our scenarios with py-spy while wrk loads it.
+
+    .venv/bin/python bench/profile.py [--scenario client_credentials] [--db sqlite|pg] [--seconds 10]
+
+Writes bench/results/profile-<scenario>.collapsed (py-spy's collapsed stacks, for any flame
+graph tool) and .txt (the top frames by own time and by inclusive time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import threading
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import RESULTS, VENV_BIN, password_hash, user_pool
+from bench.flows import UserPicker
+from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
+from bench.loadgen import run_wrk
+from bench.targets import prepare_ours_pg, prepare_ours_sqlite
+
+
+def top_frames(collapsed: str, n: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(count)
+        total += c
+        frames = stack.split(";")
+        own[frames[-1]] += c
+        for f in set(frames):
+            incl[f] += c
+    out = [f"{total} samples", "", "Own time (where the CPU actually is):"]
+    out += [f"{100 * c / total:5.1f}%  {f}" for f, c in own.most_common(n)]
+    out += ["", "Inclusive time (a frame and what it calls):"]
+    out += [f"{100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(n)]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", default="client_credentials")
+    ap.add_argument("--db", choices=["sqlite", "pg"], default="pg")
+    ap.add_argument("--seconds", type=int, default=10)
+    args = ap.parse_args()
+    users = user_pool(50)
+    pw = password_hash()
+    label = f"ours-{args.db}-profile"
+    prep = prepare_ours_sqlite if args.db == "sqlite" else prepare_ours_pg
+    target = prep(label, 18109, users, pw) if args.db == "sqlite" else prep(label, 18109, users, pw, dbname="idp_bench_profile")
+    load = load_for(1)
+    target.start(1, load.server_cpus)
+    try:
+        state = TargetState(target, users, UserPicker(users))
+        probe(state)
+        if args.scenario in state.unavailable:
+            raise SystemExit(f"{args.scenario}: {state.unavailable[args.scenario]}")
+        plan = Plan.make(quick=False, rounds=1)
+        plan.codes = 6000
+        wrk_args = _wrk_args(state, args.scenario, plan, load)
+        result: dict[str, object] = {}
+
+        def load_it() -> None:
+            result["wrk"] = run_wrk(duration=args.seconds + 2, threads=1, connections=32,
+                                    cpus=load.client_cpus, **wrk_args)  # fmt: skip
+
+        th = threading.Thread(target=load_it)
+        th.start()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        base = RESULTS / f"profile-{args.scenario}"
+        spy = str(VENV_BIN / "py-spy")
+        assert target.proc
+        pid = str(target.proc.pid)
+        raw = base.with_suffix(".collapsed")
+        subprocess.run([spy, "record", "--pid", pid, "--duration", str(args.seconds), "--rate", "100", "--gil",
+                        "--format", "raw", "--output", str(raw), "--nonblocking"], check=True)  # fmt: skip
+        th.join()
+        text = top_frames(raw.read_text())
+        wrk = result.get("wrk")
+        header = f"py-spy profile of our {args.scenario} on {args.db}, 1 worker pinned, wrk 32 connections\n{wrk}\n\n"
+        base.with_suffix(".txt").write_text(header + text)
+        print(header + text)
+    finally:
+        target.stop()
+
+
+if __name__ == "__main__":
+    main()
