@@ -437,3 +437,27 @@ def test_database_purge_deletes_only_forgotten_source_and_pair_counters(
         assert left == {"password:account:acc-1", "password:ip:192.0.2.2"}
     finally:
         throttle.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgres_throttle_never_waits_on_the_services_pool(database_url: str) -> None:
+    """A request holding the pool's last connection can still check and record."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    throttle = DatabaseThrottle.for_engine(engine)
+    try:
+        with engine.connect() as held:
+            held.execute(text("SELECT 1"))
+            _fail(throttle, at=NOW, ip="192.0.2.1")
+            assert _check(throttle, at=NOW, ip="192.0.2.1").allowed
+        with engine.connect() as connection:
+            counted = connection.execute(
+                select(FailureCounter.failures).where(
+                    FailureCounter.key == "password:account:acc-1"
+                )
+            ).scalar_one()
+            assert counted == 1
+            connection.execute(text("DELETE FROM failure_counters"))
+            connection.commit()
+    finally:
+        throttle.dispose()
+        engine.dispose()

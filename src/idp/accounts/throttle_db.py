@@ -9,7 +9,8 @@ SQLite allows one writer at a time, and a sign-in request may already hold the w
 in its own transaction when it records a failure; a second connection to the same file
 would wait for that lock forever (until the busy timeout). So on SQLite the counters live
 in a sidecar file beside the database (`<database>-throttle`), still shared by every
-process on the machine. PostgreSQL uses the migrated `failure_counters` table itself.
+process on the machine. PostgreSQL uses the migrated `failure_counters` table itself,
+through connections of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, case, delete, or_, select
+from sqlalchemy import Engine, Table, and_, case, create_engine, delete, or_, select
+from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 
 from idp.accounts.throttle import (
@@ -52,7 +54,13 @@ class DatabaseThrottle:
     def for_engine(cls, engine: Engine) -> DatabaseThrottle:
         """The throttle for the service's database (a sidecar file on SQLite)."""
         if engine.dialect.name != "sqlite":
-            return cls(engine)
+            # Connections of its own, outside the service's pool: a request holds one of
+            # the pool's connections while it checks or records, and must never wait for a
+            # second from the same pool (a busy server would have every connection held by
+            # a request doing just that). No pool: nothing idles open when the service is
+            # discarded, and the extra connect is small beside a password hash.
+            url = engine.url.render_as_string(hide_password=False)
+            return cls(create_engine(url, poolclass=NullPool), owns_engine=True)
         database = engine.url.database
         if not database or database == ":memory:":
             return cls(engine)  # one process only; nothing else could share a sidecar
@@ -62,7 +70,7 @@ class DatabaseThrottle:
         return cls(sidecar, owns_engine=True)
 
     def dispose(self) -> None:
-        """Close the sidecar's connections (the service's own engine is left alone)."""
+        """Close the throttle's own connections (the service's engine is left alone)."""
         if self._owns_engine:
             self.engine.dispose()
 
