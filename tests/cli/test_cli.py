@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -322,6 +323,15 @@ def test_serve_migrates_a_development_database_and_answers_probes(tmp_path: Path
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        env = environment(f"sqlite:///{tmp_path}/busy.sqlite3")
+        result = run_idp("serve", "--port", str(port), env=env, timeout=30)
+    line = assert_one_line_error(result, 1)
+    assert f"cannot listen on 127.0.0.1:{port}" in line
 
 
 def test_production_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:

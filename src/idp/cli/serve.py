@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -31,6 +32,19 @@ def migrate(json_: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = Fal
     )
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail in one line before starting when something already listens on host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        raise CliError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "stop what uses it or choose another --port/--host"
+        ) from exc
+
+
 def serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[
@@ -40,6 +54,7 @@ def serve(
 ) -> None:
     """Serve the provider over HTTP (development databases are migrated first)."""
     settings = load_settings()
+    ensure_port_free(host, port)
     engine = connect(settings)
     try:
         if not migrations.is_at_head(engine):
