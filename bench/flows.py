@@ -243,19 +243,25 @@ class Driver:
         return dict(decoded.claims)
 
     # -------------------------------------------------------------- code minting (SSO)
-    async def mint_codes(self, sessions: list[httpx.Cookies], n: int, concurrency: int = 16) -> list[str]:
+    async def mint_codes(
+        self, sessions: list[httpx.Cookies], n: int, concurrency: int = 16, max_seconds: float | None = None
+    ) -> list[str]:
         """`n` authorization codes issued at once through single sign-on (the browser
         session of an earlier flow): no password or TOTP work, so codes are cheap to mint.
-        Returns token-request bodies (form-encoded) ready for redemption."""
+        Returns token-request bodies (form-encoded) ready for redemption. With `max_seconds`,
+        minting stops early, so that every code can still be redeemed within its lifetime."""
         from urllib.parse import urlencode
 
         out: list[str] = []
         sem = asyncio.Semaphore(concurrency)
         browsers = [self.oauth(c) for c in sessions]
+        deadline = time.monotonic() + max_seconds if max_seconds else None
 
         async def one(i: int) -> None:
             oauth = browsers[i % len(browsers)]
             async with sem:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
                 url, state, verifier, _ = self.authorization_url(oauth)
                 r = await oauth.request("GET", url, follow_redirects=False, withhold_token=True)
                 for _ in range(4):

@@ -188,7 +188,8 @@ def _wrk_args(state: TargetState, scenario: str, plan: Plan, load: Load) -> dict
         return {"url": t.url("introspection"), "method": "POST",
                 "body": f"token={state.access_token}&token_type_hint=access_token", "auth": state.auth}  # fmt: skip
     if scenario == "authorization_code":
-        bodies = asyncio.run(state.driver.mint_codes(state.sessions, plan.codes))
+        # Codes live at most 60 s: mint for at most 20 s, then redeem them all.
+        bodies = asyncio.run(state.driver.mint_codes(state.sessions, plan.codes, max_seconds=20))
         return {"url": t.url("token"), "queue": bodies, "mode": "code", "path": t.path("token"),
                 "auth": state.auth}  # fmt: skip
     if scenario == "refresh_token":
