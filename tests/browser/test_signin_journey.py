@@ -251,3 +251,36 @@ def test_error_and_problem_pages_are_accessible(page: Any, app: App) -> None:
     page.goto(f"{app.server.url}/signin?tx=unknown")
     assert page.get_by_role("heading", level=1).inner_text() == "This sign-in link does not work"
     checked(page)
+
+
+def test_consent_page_and_the_back_button_after_success(
+    page: Any, live_server: LiveServer, relying_party: str
+) -> None:
+    with live_server.services.sessions() as db, db.begin():
+        client, secret = create_client(
+            db, name="Audit app", service_name=SERVICE, redirect_uris=[relying_party],
+            first_party=False,
+        )  # fmt: skip
+    app = App(live_server, client.client_id, secret, relying_party)
+    email = "dee@pharmacy.example"
+    new_account(live_server, email)
+    page.goto(app.authorization_url())
+    enter_password(page, email)
+    secret_key = secret_from_qr(page, email=email)
+    enter_code(page, totp_code(secret_key))
+    assert page.get_by_role("heading", level=1).inner_text() == (
+        f"Allow {SERVICE} to use your details?"
+    )
+    checked(page)
+    consent_url = page.url
+    page.get_by_role("button", name="Allow").click()
+    page.wait_for_url(f"{app.redirect_uri}?*")
+    assert "code" in parse_qs(urlsplit(page.url).query)
+    # Back to a page of the finished sign-in: explained, with a way to start again.
+    page.goto(consent_url)
+    assert page.get_by_role("heading", level=1).inner_text() == "You have already signed in"
+    checked(page)
+    page.get_by_role("link", name="Start again").click()
+    # Still signed in (single sign-on): only this app's consent is asked again.
+    page.wait_for_url(f"{live_server.url}/signin/consent?tx=*")
+    assert page.url != consent_url  # a new sign-in, not the finished one

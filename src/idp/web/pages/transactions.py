@@ -149,7 +149,8 @@ def guard_post(
     """
     row, problem = load(db, tx=tx, now=now, for_update=True)
     if row is None or problem is not None:
-        return see_other(page_url(tx, "/signin"))
+        # The GET explains; a value that cannot be ours is not echoed into the Location.
+        return see_other(page_url(tx if len(tx) <= MAX_TX_LENGTH else "", "/signin"))
     elsewhere = redirect_for_stage(row, tx, here=here)
     if elsewhere is not None:
         return see_other(elsewhere)
