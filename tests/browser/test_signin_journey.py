@@ -284,3 +284,30 @@ def test_consent_page_and_the_back_button_after_success(
     # Still signed in (single sign-on): only this app's consent is asked again.
     page.wait_for_url(f"{live_server.url}/signin/consent?tx=*")
     assert page.url != consent_url  # a new sign-in, not the finished one
+
+
+def test_optional_setup_before_the_mandatory_date(
+    page: Any, database_url: str, relying_party: str
+) -> None:
+    import datetime as dt
+
+    from tests.conftest import start_live_server
+
+    server = start_live_server(database_url, mfa_required_from=dt.date(2099, 3, 5))
+    try:
+        with server.services.sessions() as db, db.begin():
+            client, secret = create_client(
+                db, name="PharmOutcomes web", service_name=SERVICE, redirect_uris=[relying_party]
+            )
+        app = App(server, client.client_id, secret, relying_party)
+        new_account(server, "eli@pharmacy.example")
+        page.goto(app.authorization_url())
+        enter_password(page, "eli@pharmacy.example")
+        assert "From 5 March 2099 you must use an authenticator app" in page.content()
+        checked(page)
+        page.get_by_role("button", name="Skip for now").click()
+        page.wait_for_url(f"{app.redirect_uri}?*")
+        assert app.tokens(page.url)["claims"]["amr"] == ["pwd"]
+    finally:
+        server.stop()
+        server.services.engine.dispose()
