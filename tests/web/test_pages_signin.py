@@ -387,3 +387,17 @@ def test_bad_input_on_the_code_page(live_server, app, person, browser, fields, m
     row = transaction(live_server, started.tx)
     assert (row.stage, row.completed_at, row.amr) == ("mfa", None, ["pwd"])
     assert session_count(live_server) == 0
+
+
+def test_login_hint_and_the_typed_address_fill_the_email_field(
+    live_server, app, person, browser
+) -> None:
+    started = start_sign_in(live_server, app, browser, login_hint="hinted@example.org")
+    page = parse_page(follow(browser, started.response, live_server).text)
+    assert page.form_with("password").fields["email"] == "hinted@example.org"
+    wrong = post_signin(
+        browser, live_server, started, email="typed@example.org", password="x y z 1"
+    )
+    again = parse_page(follow(browser, wrong, live_server).text)
+    assert again.form_with("password").fields["email"] == "typed@example.org"
+    assert again.form_with("password").fields["password"] == ""  # never sent back
