@@ -249,3 +249,26 @@ def test_end_account_sessions_ends_only_that_accounts_live_sessions(services: Se
     assert _lookup(services, cookie_a, NOW) is None
     assert _lookup(services, cookie_b, NOW) is None
     assert _lookup(services, other_cookie, NOW) is not None
+
+
+def test_purge_deletes_only_sessions_dead_for_over_a_day(services: Services) -> None:
+    day = dt.timedelta(days=1)
+    absolute = dt.timedelta(seconds=services.settings.session_absolute_seconds)
+    today = NOW + 2 * day
+    account_id, live_sid, live_cookie = _start(services, auth_time=today, now=today)
+    _, ended_long_ago, _ = _start(services, account_id=account_id)
+    _, ended_recently, _ = _start(services, account_id=account_id, auth_time=today, now=today)
+    long_ago = NOW - absolute
+    _, expired_long_ago, _ = _start(
+        services, account_id=account_id, auth_time=long_ago, now=long_ago
+    )
+    with transaction(services.sessions) as db:
+        rows = {r.sid: r for r in db.scalars(select(BrowserSession))}
+        sessions.end_session(db, session=rows[ended_long_ago], now=NOW)
+        sessions.end_session(db, session=rows[ended_recently], now=NOW + 2 * day)
+    with transaction(services.sessions) as db:
+        assert sessions.purge_sessions(db, now=NOW + 2 * day) == 2
+        left = set(db.scalars(select(BrowserSession.sid)))
+    assert left == {live_sid, ended_recently}
+    assert expired_long_ago not in left
+    assert _lookup(services, live_cookie, NOW + 2 * day) is not None

@@ -11,8 +11,9 @@ when it is ended, or when its account is disabled (ASVS 7.4.2).
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -28,6 +29,11 @@ PLAIN_COOKIE_NAME = "idp-session"
 #: `last_seen_at` is written at most this often: the idle limit is measured in minutes,
 #: and a write per request would make every page view contend on the row.
 TOUCH_INTERVAL = dt.timedelta(seconds=60)
+
+#: Dead sessions are deleted this long after they stopped working, by one sign-in in
+#: `PURGE_ONE_IN`.
+PURGE_AFTER = dt.timedelta(days=1)
+PURGE_ONE_IN = 200
 
 #: Cookie values we issue are 43 characters; anything far longer is not ours and is not
 #: worth hashing.
@@ -106,7 +112,30 @@ def start_session(
     )
     db.add(session)
     db.flush()
+    if secrets.randbelow(PURGE_ONE_IN) == 0:
+        # Now and then rather than on a schedule: no job runner is needed.
+        purge_sessions(db, now=now)
     return session, cookie_value
+
+
+def purge_sessions(db: Session, *, now: dt.datetime) -> int:
+    """Delete sessions that ended or expired over a day ago; returns how many.
+
+    They can never be used again; the audit trail keeps the sign-in events.
+    """
+    cutoff = now - PURGE_AFTER
+    result = db.execute(
+        delete(BrowserSession)
+        .where(
+            or_(
+                BrowserSession.ended_at <= cutoff,
+                BrowserSession.expires_at <= cutoff,
+                BrowserSession.last_seen_at <= cutoff,  # idle far beyond any idle limit
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def end_session(db: Session, *, session: BrowserSession, now: dt.datetime) -> None:
