@@ -401,3 +401,24 @@ def test_login_hint_and_the_typed_address_fill_the_email_field(
     again = parse_page(follow(browser, wrong, live_server).text)
     assert again.form_with("password").fields["email"] == "typed@example.org"
     assert again.form_with("password").fields["password"] == ""  # never sent back
+
+
+def test_a_double_submit_is_answered_twice_and_counted_once(
+    live_server, app, person, browser
+) -> None:
+    """Two posts of the same form at once (a double click): both get a 303, neither a
+    server error, and the transaction moves on once."""
+    import concurrent.futures
+
+    started = start_sign_in(live_server, app, browser)
+    form = parse_page(follow(browser, started.response, live_server).text).form_with("password")
+    data = {**form.fields, "email": person.email, "password": PASSWORD}
+
+    def post() -> httpx.Response:
+        return httpx.post(f"{live_server.url}/signin?tx={started.tx}", data=data)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: post(), range(4)))
+    assert [r.status_code for r in responses] == [303] * 4
+    assert {r.headers["location"] for r in responses} == {f"/signin/code?tx={started.tx}"}
+    assert transaction(live_server, started.tx).stage == "mfa"
