@@ -9,6 +9,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,9 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError, InvalidKeyIdError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy import Engine, event, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from idp import migrations
 from idp.app import Services, build_services
 from idp.crypto import DecryptionError
 from idp.models import SigningKey
@@ -455,3 +457,24 @@ def test_withdrawing_the_signer_hands_over_to_its_published_successor(
 def test_retiring_an_unknown_kid_is_an_error(services: Services) -> None:
     with services.sessions() as db, pytest.raises(LookupError):
         retire_key(db, kid="nope", now=T0)
+
+
+def test_a_failing_recheck_keeps_the_loaded_keys(tmp_path: Path, clock: Clock) -> None:
+    """A database that breaks under a running process (here its table vanishes) must not
+    stop signing or the JWKS; the next check waits one interval."""
+    process = build_services(Settings(database_url=f"sqlite:///{tmp_path / 'broken.sqlite3'}"))
+    try:
+        migrations.upgrade(process.engine)
+        keyring = KeyRing(process.sessions, process.encryptor, now=clock)
+        keyring.ensure_keys()
+        kid, jwks = keyring.signing_key().kid, keyring.jwks_bytes()
+        with process.engine.begin() as conn:
+            conn.execute(text("DROP TABLE signing_keys"))
+        clock.advance(seconds=6)
+        assert keyring.signing_key().kid == kid
+        assert keyring.jwks_bytes() == jwks
+        # An explicit refresh (e.g. after `ensure_keys`) still reports the failure.
+        with pytest.raises(OperationalError):
+            keyring.refresh()
+    finally:
+        process.engine.dispose()

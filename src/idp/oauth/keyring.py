@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from joserfc.jwk import KeySet, KeySetSerialization
 from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.crypto import Encryptor
@@ -34,6 +36,8 @@ from idp.oauth.keys import (
 
 if TYPE_CHECKING:
     from idp.app import Services
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 _Fingerprint = tuple[Any, ...]
@@ -159,7 +163,7 @@ class KeyRing:
         # Another thread already checking: keep serving the current snapshot.
         if self._lock.acquire(blocking=False):
             try:
-                self._refresh_locked(force=False)
+                self._background_refresh()
             finally:
                 self._lock.release()
 
@@ -167,7 +171,19 @@ class KeyRing:
         with self._lock:
             now = self._now()
             if now - self._snapshot.checked_at >= self._unknown_recheck:
-                self._refresh_locked(force=False)
+                self._background_refresh()
+
+    def _background_refresh(self) -> None:
+        """A periodic re-check that fails (database unreachable) keeps the keys we hold:
+        signing and the JWKS go on; the next check is one interval later, not at once."""
+        try:
+            self._refresh_locked(force=False)
+        except SQLAlchemyError as exc:
+            snapshot = self._snapshot
+            self._snapshot = _Snapshot(snapshot.keys, snapshot.fingerprint, self._now())
+            logger.warning(
+                "signing key re-check failed, keeping loaded keys: %s", type(exc).__name__
+            )
 
     def _refresh_locked(self, *, force: bool) -> bool:
         now = self._now()
