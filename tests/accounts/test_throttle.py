@@ -1,146 +1,25 @@
 """Failure budgets on every backend: delays, hard stop, separation of kinds and sources,
-no lock-out at an attacker's will, and counts that survive racing processes.
-
-The database backend runs on SQLite (its sidecar file) and PostgreSQL; the Redis backend
-against the real Redis (`IDP_TEST_REDIS_URL`, default database 15), skipped with a reason
-when Redis is unreachable unless `IDP_TEST_REQUIRE_REDIS=1`.
-"""
+no lock-out at an attacker's will, and counts that survive racing processes."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import secrets
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import redis
-from sqlalchemy import select, text
 
-from idp import migrations
 from idp.accounts import throttle as policy
-from idp.accounts.throttle import ACCOUNT, PAIR, SOURCE, Throttle, Verdict, make_throttle
-from idp.accounts.throttle_db import DatabaseThrottle
-from idp.accounts.throttle_redis import RedisThrottle
-from idp.app import Services, build_services
-from idp.db import make_engine
-from idp.models import FailureCounter
-from idp.settings import Settings
+from idp.accounts.throttle import ACCOUNT, PAIR, SOURCE, Throttle, Verdict
+from tests.accounts._throttle_harness import (
+    NOW,
+    Harness,
+    harness,
+)
+from tests.accounts._throttle_harness import address as _ip
+from tests.accounts._throttle_harness import check as _check
+from tests.accounts._throttle_harness import fail as _fail
 
-NOW = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
-REDIS_ENV = "IDP_TEST_REDIS_URL"
-REQUIRE_REDIS_ENV = "IDP_TEST_REQUIRE_REDIS"
-
-
-def redis_url() -> str:
-    return os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/15")
-
-
-@dataclass
-class Harness:
-    """A throttle and a way to read its raw counters."""
-
-    throttle: Throttle
-    failures: Callable[[str], int | None]
-    keys: Callable[[], set[str]]
-    make_another: Callable[[], Throttle]  # same store, separate connections ("process")
-
-
-def _redis_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get(REQUIRE_REDIS_ENV) == "1":
-            pytest.fail(f"Redis at {redis_url()} is unreachable but {REQUIRE_REDIS_ENV}=1: {exc}")
-        pytest.skip(f"Redis at {redis_url()} is unreachable: {exc}")
-    return client
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "redis"])
-def harness(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_database: str | None
-) -> Iterator[Harness]:
-    """The throttle on each backend, emptied afterwards."""
-    if request.param == "redis":
-        client = _redis_or_skip()
-        prefix = f"test:{secrets.token_hex(6)}:"
-        made: list[RedisThrottle] = []
-
-        def another() -> Throttle:
-            made.append(RedisThrottle.from_url(redis_url(), prefix=prefix))
-            return made[-1]
-
-        def failures(key: str) -> int | None:
-            value = client.hget(prefix + key, "n")
-            return None if value is None else int(value)
-
-        def keys() -> set[str]:
-            return {k.decode().removeprefix(prefix) for k in client.scan_iter(f"{prefix}*")}
-
-        try:
-            yield Harness(another(), failures, keys, another)
-        finally:
-            doomed = list(client.scan_iter(f"{prefix}*"))
-            if doomed:
-                client.delete(*doomed)
-            for throttle in made:
-                throttle.dispose()
-            client.close()
-        return
-
-    if request.param == "postgresql":
-        if postgres_database is None:
-            pytest.skip("PostgreSQL not configured: set IDP_TEST_DATABASE_URL")
-        url = postgres_database
-    else:
-        url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    services = build_services(Settings(database_url=url))
-    migrations.upgrade(services.engine)
-    throttle = make_throttle(services)
-    assert isinstance(throttle, DatabaseThrottle)
-    others: list[DatabaseThrottle] = []
-
-    def another_db() -> Throttle:
-        others.append(DatabaseThrottle.for_engine(make_engine(url)))
-        return others[-1]
-
-    def db_failures(key: str) -> int | None:
-        with throttle.engine.connect() as connection:
-            return connection.execute(
-                select(FailureCounter.failures).where(FailureCounter.key == key)
-            ).scalar_one_or_none()
-
-    def db_keys() -> set[str]:
-        with throttle.engine.connect() as connection:
-            return set(connection.execute(select(FailureCounter.key)).scalars())
-
-    try:
-        yield Harness(throttle, db_failures, db_keys, another_db)
-    finally:
-        with throttle.engine.begin() as connection:
-            connection.execute(text("DELETE FROM failure_counters"))
-        for other in others:
-            other.dispose()
-        throttle.dispose()
-        services.engine.dispose()
-
-
-def _fail(t: Throttle, *, at: dt.datetime, account: str | None = "acc-1", ip: str | None) -> None:
-    t.record_failure(kind="password", account_id=account, ip=ip, now=at)
-
-
-def _check(
-    t: Throttle, *, at: dt.datetime, account: str | None = "acc-1", ip: str | None
-) -> Verdict:
-    return t.check(kind="password", account_id=account, ip=ip, now=at)
-
-
-def _ip(n: int) -> str:
-    return f"198.51.100.{n % 250}" if n < 250 else f"203.0.113.{n % 250}"
+__all__ = ["harness"]  # the fixture, imported for pytest
 
 
 # --- pure rules --------------------------------------------------------------------------------
@@ -344,120 +223,3 @@ def test_racing_processes_lose_no_failures(harness: Harness) -> None:
     assert harness.failures("password:account:acc-1") == racers * each
     assert harness.failures("password:pair:acc-1:192.0.2.1") == racers * each
     assert harness.failures("password:ip:192.0.2.1") == racers * each
-
-
-# --- backend specifics -------------------------------------------------------------------------
-
-
-def test_sqlite_counts_while_the_request_holds_the_write_lock(tmp_path: Path) -> None:
-    """A sign-in request that has already written in its transaction records a failure
-    without waiting on its own lock (the reason for the SQLite sidecar)."""
-    url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
-    services = build_services(Settings(database_url=url))
-    migrations.upgrade(services.engine)
-    throttle = make_throttle(services)
-    assert make_throttle(services) is throttle
-    assert isinstance(throttle, DatabaseThrottle)
-    try:
-        with services.engine.connect() as request_connection:
-            request = request_connection.begin()
-            # The request's first write takes the database's write lock until it ends.
-            request_connection.execute(
-                text(
-                    "INSERT INTO audit_events (at, event, detail) VALUES ('2026-01-01', 'x', '{}')"
-                )
-            )
-            _fail(throttle, at=NOW, ip="192.0.2.1")
-            request.rollback()
-        assert Path(f"{tmp_path / 'idp.sqlite3'}-throttle").stat().st_size > 0
-        with throttle.engine.connect() as connection:
-            counted = connection.execute(
-                select(FailureCounter.failures).where(
-                    FailureCounter.key == "password:account:acc-1"
-                )
-            ).scalar_one()
-        assert counted == 1  # the count stands although the request rolled back
-    finally:
-        throttle.dispose()
-        services.engine.dispose()
-
-
-def test_redis_counters_that_are_forgotten_also_expire() -> None:
-    client = _redis_or_skip()
-    prefix = f"test:{secrets.token_hex(6)}:"
-    t = RedisThrottle.from_url(redis_url(), prefix=prefix)
-    try:
-        _fail(t, at=NOW, ip="192.0.2.1")
-        assert client.ttl(f"{prefix}password:account:acc-1") == -1  # never expires
-        assert 0 < client.ttl(f"{prefix}password:pair:acc-1:192.0.2.1") <= 24 * 3600 + 300
-        assert 0 < client.ttl(f"{prefix}password:ip:192.0.2.1") <= 3600 + 300
-    finally:
-        doomed = list(client.scan_iter(f"{prefix}*"))
-        if doomed:
-            client.delete(*doomed)
-        t.dispose()
-        client.close()
-
-
-def test_redis_unreachable_fails_closed() -> None:
-    t = RedisThrottle.from_url("redis://127.0.0.1:1/0")
-    with pytest.raises(redis.ConnectionError):
-        t.check(kind="password", account_id="acc-1", ip="192.0.2.1", now=NOW)
-    t.dispose()
-
-
-def test_make_throttle_uses_redis_when_configured(tmp_path: Path) -> None:
-    _redis_or_skip()
-    services = build_services(
-        Settings(database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}", redis_url=redis_url())
-    )
-    try:
-        throttle = make_throttle(services)
-        assert isinstance(throttle, RedisThrottle)
-        assert services.extras["throttle"] is throttle
-        throttle.dispose()
-    finally:
-        services.engine.dispose()
-
-
-def test_database_purge_deletes_only_forgotten_source_and_pair_counters(
-    services: Services,
-) -> None:
-    throttle = make_throttle(services)
-    assert isinstance(throttle, DatabaseThrottle)
-    try:
-        _fail(throttle, at=NOW, ip="192.0.2.1")  # account, pair and source counters
-        _fail(throttle, at=NOW + dt.timedelta(hours=23, minutes=30), account=None, ip="192.0.2.2")
-        assert throttle.purge_forgotten(now=NOW + dt.timedelta(minutes=59)) == 0
-        # An hour on, the first source counter no longer counts; the pair's day is not over.
-        assert throttle.purge_forgotten(now=NOW + dt.timedelta(hours=1)) == 1
-        assert throttle.purge_forgotten(now=NOW + dt.timedelta(days=1)) == 1
-        with throttle.engine.connect() as connection:
-            left = set(connection.execute(select(FailureCounter.key)).scalars())
-        assert left == {"password:account:acc-1", "password:ip:192.0.2.2"}
-    finally:
-        throttle.dispose()
-
-
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_postgres_throttle_never_waits_on_the_services_pool(database_url: str) -> None:
-    """A request holding the pool's last connection can still check and record."""
-    engine = make_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=2)
-    throttle = DatabaseThrottle.for_engine(engine)
-    try:
-        with engine.connect() as held:
-            held.execute(text("SELECT 1"))
-            _fail(throttle, at=NOW, ip="192.0.2.1")
-            assert _check(throttle, at=NOW, ip="192.0.2.1").allowed
-        with engine.connect() as connection:
-            counted = connection.execute(
-                select(FailureCounter.failures).where(
-                    FailureCounter.key == "password:account:acc-1"
-                )
-            ).scalar_one()
-            assert counted == 1
-            connection.execute(text("DELETE FROM failure_counters"))
-            connection.commit()
-    finally:
-        throttle.dispose()
-        engine.dispose()

@@ -14,7 +14,7 @@ from idp.db import transaction
 from idp.models import AuditEvent, BrowserSession, Grant, TotpCredential, utcnow
 from idp.oauth.acr import ACR_MFA
 from tests.accounts._identity import make_grant_with_refresh_token
-from tests.accounts.test_throttle import _redis_or_skip, redis_url
+from tests.accounts._throttle_harness import redis_or_skip, redis_url
 from tests.cli.test_cli import assert_one_line_error, environment, ok_json, run_idp
 
 EMAIL = "asha.patel@example.org"
@@ -149,7 +149,7 @@ def test_mfa_unblock_clears_both_budgets_and_is_audited(
 def test_mfa_unblock_clears_redis_budgets_when_redis_is_configured(
     database_url: str, services: Services
 ) -> None:
-    client = _redis_or_skip()
+    client = redis_or_skip()
     account_id = _enrolled_and_signed_in(services)
     throttle = RedisThrottle.from_url(redis_url())
     try:
