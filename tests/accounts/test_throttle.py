@@ -223,3 +223,12 @@ def test_racing_processes_lose_no_failures(harness: Harness) -> None:
     assert harness.failures("password:account:acc-1") == racers * each
     assert harness.failures("password:pair:acc-1:192.0.2.1") == racers * each
     assert harness.failures("password:ip:192.0.2.1") == racers * each
+
+
+def test_a_locked_account_says_locked_without_a_wait_even_when_the_source_is_slowed() -> None:
+    locked = policy.Counter(100, NOW)
+    slowed = policy.Counter(40, NOW)
+    verdict = policy.judge([(ACCOUNT, locked), (SOURCE, slowed)], now=NOW)
+    assert verdict == Verdict(allowed=False, retry_after=0, locked=True)
+    waiting = policy.judge([(ACCOUNT, policy.Counter(6, NOW)), (SOURCE, slowed)], now=NOW)
+    assert waiting == Verdict(allowed=False, retry_after=SOURCE.delay(40))

@@ -148,11 +148,9 @@ def judge(entries: Iterable[tuple[Budget, Counter | None]], *, now: dt.datetime)
     refused = [v for v in verdicts if not v.allowed]
     if not refused:
         return Verdict(allowed=True)
-    return Verdict(
-        allowed=False,
-        retry_after=max(v.retry_after for v in refused),
-        locked=any(v.locked for v in refused),
-    )
+    if any(v.locked for v in refused):
+        return Verdict(allowed=False, locked=True)  # no wait would help: say so, not a time
+    return Verdict(allowed=False, retry_after=max(v.retry_after for v in refused))
 
 
 def _seconds_until(until: dt.datetime, now: dt.datetime) -> int:
