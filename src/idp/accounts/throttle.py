@@ -24,6 +24,12 @@ not let an attacker lock a person out at will. Three counters per kind balance t
 Unknown accounts are counted per source only (the caller passes `account_id=None`), so
 the counters never reveal which addresses have accounts.
 
+`check` and `record_failure` are separate calls around the verification, so attempts
+racing through the same window all pass `check` before any of them is counted. The
+server's concurrency bounds such a burst (tens of attempts), every one is still counted,
+and the next `check` sees them all: it can push an account past 100 by a burst's size,
+never past it indefinitely.
+
 Backends: the database (`throttle_db`, default) or Redis (`throttle_redis`, when
 `IDP_REDIS_URL` is set). Both apply the rules in this module to counters they update
 atomically, with the caller's clock.
