@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -269,3 +269,31 @@ def use_client_assertion(db: Session, *, client_id: str, jti: str, expires_at: d
     except IntegrityError:
         return False
     return True
+
+
+def purge_expired(db: Session, *, now: dt.datetime) -> dict[str, int]:
+    """Delete what can no longer be used or needs no replay guard any more: grants past
+    their absolute lifetime (their codes and refresh tokens go with them), refresh tokens
+    past their idle lifetime, codes a day after expiry, and revoked `jti` and client
+    assertion records once the token or assertion would have expired anyway."""
+    day = dt.timedelta(days=1)
+    counts: dict[str, int] = {}
+    for name, statement in (
+        ("grants", delete(Grant).where(Grant.expires_at < now)),
+        ("refresh_tokens", delete(RefreshToken).where(RefreshToken.expires_at < now)),
+        (
+            "authorization_codes",
+            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - day),
+        ),
+        (
+            "revoked_access_tokens",
+            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now),
+        ),
+        (
+            "used_client_assertions",
+            delete(UsedClientAssertion).where(UsedClientAssertion.expires_at < now),
+        ),
+    ):
+        result = db.execute(statement.execution_options(synchronize_session=False))
+        counts[name] = int(getattr(result, "rowcount", 0) or 0)
+    return counts

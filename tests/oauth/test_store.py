@@ -1,0 +1,125 @@
+"""The token issuer's repository: single use by compare-and-set, family revocation,
+purging (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from idp.admin.clients import create_client
+from idp.admin.users import create_account
+from idp.app import Services
+from idp.models import AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
+from idp.oauth import store
+from idp.oauth.models import Authentication
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def grant_id(services: Services) -> str:
+    with services.sessions() as db, db.begin():
+        account = create_account(db, email="pat@example.org", password="a long passphrase 1")
+        create_client(db, name="App", redirect_uris=["https://app.example/cb"], client_id="app")
+        grant = store.create_grant(
+            db,
+            client_id="app",
+            authentication=Authentication(
+                account_id=account.id, auth_time=NOW, acr="x", amr=["pwd"], sid="s"
+            ),
+            scope="openid",
+            now=NOW,
+            absolute_seconds=3600,
+        )
+        store.save_code(
+            db,
+            code="the-code",
+            grant=grant,
+            redirect_uri="https://app.example/cb",
+            nonce=None,
+            code_challenge="c" * 43,
+            code_challenge_method="S256",
+            now=NOW,
+            lifetime_seconds=60,
+        )
+        subject = store.subject_of(grant)
+        for value in ("r1", "r2"):
+            store.save_refresh_token(
+                db,
+                token=value,
+                subject=subject,
+                client_id="app",
+                scope="openid",
+                now=NOW,
+                idle_seconds=600,
+            )
+        return grant.id
+
+
+def test_a_code_is_redeemed_once_and_reuse_revokes_the_grant(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        assert store.redeem_code(db, code="the-code", client_id="other", now=NOW) is None
+        row = store.redeem_code(db, code="the-code", client_id="app", now=NOW)
+        assert row is not None
+        assert row.grant_id == grant_id
+    with services.sessions() as db, db.begin():
+        assert store.grant_is_live(db, grant_id=grant_id)
+        with pytest.raises(store.CodeReusedError):
+            store.redeem_code(db, code="the-code", client_id="app", now=NOW)
+    with services.sessions() as db:
+        assert not store.grant_is_live(db, grant_id=grant_id)
+        revoked = db.scalar(
+            select(func.count())
+            .select_from(RefreshToken)
+            .where(RefreshToken.revoked_at.is_not(None))
+        )
+        assert revoked == 2
+
+
+def test_an_expired_code_is_not_redeemed(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        later = NOW + dt.timedelta(seconds=60)
+        assert store.redeem_code(db, code="the-code", client_id="app", now=later) is None
+
+
+def test_a_refresh_token_rotates_once(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        found = store.find_refresh_token(db, token="r1")
+        assert found is not None
+        assert found.grant.id == grant_id
+        assert store.rotate_refresh_token(db, token_hash=found.token.token_hash, now=NOW)
+        assert not store.rotate_refresh_token(db, token_hash=found.token.token_hash, now=NOW)
+        assert store.find_refresh_token(db, token="unknown") is None
+
+
+def test_access_token_revocation_by_jti_and_by_grant(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        assert not store.access_token_revoked(db, jti="j1", grant_id=grant_id)
+        store.revoke_access_token(db, jti="j1", expires_at=NOW)
+        store.revoke_access_token(db, jti="j1", expires_at=NOW)  # idempotent
+        assert store.access_token_revoked(db, jti="j1", grant_id=None)
+        store.revoke_grant(db, grant_id=grant_id, now=NOW, reason="test")
+        assert store.access_token_revoked(db, jti="j2", grant_id=grant_id)
+        assert store.access_token_revoked(db, jti="j2", grant_id="no-such-grant")
+
+
+def test_client_assertion_jti_is_single_use(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        assert store.use_client_assertion(db, client_id="app", jti="a", expires_at=NOW)
+        assert not store.use_client_assertion(db, client_id="app", jti="a", expires_at=NOW)
+        assert store.use_client_assertion(db, client_id="other", jti="a", expires_at=NOW)
+
+
+def test_purge_keeps_live_rows_and_deletes_dead_ones(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        store.revoke_access_token(db, jti="j1", expires_at=NOW + dt.timedelta(minutes=10))
+        assert set(store.purge_expired(db, now=NOW).values()) == {0}
+    with services.sessions() as db, db.begin():
+        counts = store.purge_expired(db, now=NOW + dt.timedelta(hours=2))
+        assert counts["grants"] == 1
+        assert counts["revoked_access_tokens"] == 1
+    with services.sessions() as db:
+        for model in (Grant, AuthorizationCode, RefreshToken, RevokedAccessToken):
+            assert db.scalar(select(func.count()).select_from(model)) == 0, model
