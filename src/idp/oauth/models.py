@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from idp.crypto import digests_equal, token_digest
 from idp.models import AuthorizationCode, Client
@@ -15,6 +15,7 @@ from idp.models import AuthorizationCode, Client
 USER_SCOPES = frozenset({"openid", "email", "profile", "offline_access"})
 #: What a client registered without explicit grant types may use.
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
+_NEVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 class ClientProtocol(Protocol):
@@ -203,9 +204,15 @@ class TokenRecord:
         return self.revoked
 
 
-def _check(client: ClientProtocol, code: AuthorizationCodeProtocol, token: TokenProtocol) -> None:
-    """Static check (mypy) that the adapters satisfy what Authlib calls."""
-
-
-if False:  # pragma: no cover - type check only
-    _check(OAuthClient(Client()), OAuthCode(AuthorizationCode()), TokenRecord(**{}))
+if TYPE_CHECKING:  # mypy checks that the adapters satisfy what Authlib calls
+    _client: ClientProtocol = OAuthClient(Client())
+    _code: AuthorizationCodeProtocol = OAuthCode(AuthorizationCode())
+    _token: TokenProtocol = TokenRecord(
+        kind="",
+        client_id="",
+        scope="",
+        expires_at=_NEVER,
+        issued_at=_NEVER,
+        revoked=False,
+        now=_NEVER,
+    )
