@@ -315,3 +315,19 @@ def test_token_responses_are_not_cached(live_server, app, browser) -> None:
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     assert json.loads(response.text)["expires_in"] == 600
+
+
+def test_private_key_jwt_client_introspects(live_server) -> None:
+    app, key = private_key_client(live_server)
+    url = f"{live_server.url}/introspect"
+    signed = assertion(app, key, aud=url, jti=str(uuid.uuid4()), exp=int(time.time()) + 60)
+    response = httpx.post(
+        url,
+        data={
+            "token": "unknown",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": signed,
+        },
+    )
+    assert response.status_code == 200
+    assert response.json() == {"active": False}

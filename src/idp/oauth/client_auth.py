@@ -32,9 +32,15 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         self.issuer = issuer
 
     def get_audiences(self) -> list[str]:
-        # OIDC Core 9: the audience is the token endpoint; the issuer is also accepted
-        # (RFC 7523 3 item 3, and what most client libraries send).
-        return [f"{self.issuer}/token", self.issuer]
+        # OIDC Core 9: the audience is the token endpoint; the issuer identifies the
+        # authorization server too (RFC 7523 3 item 3), and the introspection and
+        # revocation endpoints name where those assertions are sent.
+        return [
+            f"{self.issuer}/token",
+            self.issuer,
+            f"{self.issuer}/introspect",
+            f"{self.issuer}/revoke",
+        ]
 
     def resolve_client_public_key(self, client: Any) -> KeySet:
         jwks = client.row.jwks
