@@ -444,3 +444,33 @@ def test_client_without_the_code_grant_gets_no_code(live_server, browser) -> Non
     got = redirect_params(browser.get(authorization_url(live_server, machine)))
     assert got["error"] == "unauthorized_client"
     assert "code" not in got
+
+
+def test_racing_redemptions_of_one_code_issue_once(live_server, app, browser) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = get_code(live_server, app, browser)
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": app.redirect_uri,
+        "code_verifier": VERIFIER,
+    }
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(
+            pool.map(
+                lambda _: httpx.post(
+                    f"{live_server.url}/token",
+                    data=data,
+                    auth=(app.client_id, app.client_secret or ""),
+                    timeout=30,
+                ),
+                range(4),
+            )
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 400, 400, 400]
+    issued = next(r.json() for r in responses if r.status_code == 200)
+    assert all(r.json()["error"] == "invalid_grant" for r in responses if r.status_code == 400)
+    # The losers' attempts count as reuse: what the winner got is revoked.
+    assert introspect(live_server, app, issued["access_token"]) == {"active": False}
