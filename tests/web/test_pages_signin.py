@@ -156,6 +156,27 @@ def test_unknown_email_and_wrong_password_look_the_same(live_server, app, person
     assert session_count(live_server) == 0
 
 
+def test_delays_do_not_reveal_which_addresses_have_accounts(
+    live_server, app, person, browser
+) -> None:
+    """ASVS 6.3.8: an address with no account is delayed after as many failures as a real
+    one, so the growing delays cannot be used to find out who has an account."""
+    started = start_sign_in(live_server, app, browser)
+    seen: dict[str, list[str]] = {}
+    for email in ("nobody@example.org", person.email):
+        seen[email] = [
+            error_text(
+                browser,
+                live_server,
+                post_signin(browser, live_server, started, email=email, password="not it 123"),
+            )
+            for _ in range(6)
+        ]
+    assert seen["nobody@example.org"] == seen[person.email]
+    assert "Enter a correct email address and password" in seen[person.email][0]
+    assert "Enter a correct email address and password" not in seen[person.email][-1]
+
+
 def make_account(server: LiveServer, **fields: object) -> str:
     with server.services.sessions() as db, db.begin():
         account = Account(password_hash=hash_password(PASSWORD), **fields)

@@ -25,7 +25,13 @@ from idp.models import Account, LoginTransaction
 from idp.web.deps import ServicesDep
 from idp.web.pages import journey, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
-from idp.web.pages.limits import PASSWORD, client_ip, refusal, throttle_for
+from idp.web.pages.limits import (
+    PASSWORD,
+    client_ip,
+    refusal,
+    throttle_for,
+    throttle_subject,
+)
 from idp.web.pages.transactions import clock, page_url, see_other
 
 router = APIRouter(include_in_schema=False)
@@ -119,7 +125,8 @@ def _check(
     account = find_by_email(db, email=email) if len(email) <= MAX_EMAIL_LENGTH else None
     throttle = throttle_for(services)
     account_id = account.id if account else None
-    verdict = throttle.check(kind=PASSWORD, account_id=account_id, ip=ip, now=now)
+    subject = throttle_subject(services, account_id=account_id, email=email)
+    verdict = throttle.check(kind=PASSWORD, account_id=subject, ip=ip, now=now)
     if not verdict.allowed:
         # Refused before verifying anything, so guessing cannot go on while blocked.
         audit.record(db, "signin.throttled", account_id=account_id, ip=ip, kind=PASSWORD)
@@ -128,9 +135,9 @@ def _check(
         if _legacy_password_matches(db, email=email, password=password):
             return "legacy_email"
         verify_dummy(password)  # ASVS 6.3.8: the same work as a real check
-        return _failed(db, services, account_id=account_id, ip=ip, now=now, client=row.client_id)
+        return _failed(db, services, subject=subject, ip=ip, now=now, client=row.client_id)
     if not verify_password(account.password_hash, password):
-        return _failed(db, services, account_id=account_id, ip=ip, now=now, client=row.client_id)
+        return _failed(db, services, subject=subject, ip=ip, now=now, client=row.client_id)
     if account.disabled or account.email is None:
         audit.record(db, "signin.refused", account_id=account.id, ip=ip, reason="disabled")
         return "disabled" if account.disabled else "legacy_email"
@@ -145,12 +152,13 @@ def _failed(
     db: Session,
     services: Services,
     *,
-    account_id: str | None,
+    subject: str,
     ip: str | None,
     now: dt.datetime,
     client: str,
 ) -> str:
-    throttle_for(services).record_failure(kind=PASSWORD, account_id=account_id, ip=ip, now=now)
+    throttle_for(services).record_failure(kind=PASSWORD, account_id=subject, ip=ip, now=now)
+    account_id = None if subject.startswith("unknown:") else subject
     audit.record(db, "signin.password_failed", account_id=account_id, client_id=client, ip=ip)
     return "credentials"
 
