@@ -113,3 +113,14 @@ def test_unsupported_grant_types_are_refused(live_server, machine) -> None:
         )
         assert response.status_code == 400
         assert response.json()["error"] == "unsupported_grant_type"
+
+
+def test_repeated_parameters_are_refused(live_server, machine) -> None:
+    response = httpx.post(
+        f"{live_server.url}/token",
+        content="grant_type=client_credentials&scope=reports:read&scope=reports:write",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=(machine.client_id, machine.client_secret or ""),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"

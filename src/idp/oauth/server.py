@@ -30,6 +30,7 @@ from idp.models import Client, utcnow
 from idp.oauth import grants, store, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
 from idp.oauth.context import bound_db, current_db
+from idp.oauth.errors import InvalidRequestError, json_error
 from idp.oauth.introspection import Introspection
 from idp.oauth.models import OAuthClient, Subject
 from idp.oauth.revocation import Revocation
@@ -245,6 +246,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     async def token_response(self, request: Request) -> Response:
         """The token endpoint (RFC 6749 3.2)."""
         data = await RequestData.read(request)
+        names = [name for name, _ in data.form]
+        if len(names) != len(set(names)):
+            # RFC 6749 3.2: parameters MUST NOT be included more than once.
+            return json_error(InvalidRequestError("A parameter was sent more than once."))
         response: Response = await self.run(self.create_token_response, data)
         return response
 
