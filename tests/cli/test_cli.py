@@ -251,6 +251,35 @@ def test_clients_create_prints_the_secret_once(database_url: str) -> None:
     assert "no client" in assert_one_line_error(gone, 1)
 
 
+def test_bad_client_registrations_are_one_line(database_url: str, tmp_path: Path) -> None:
+    env = environment(database_url)
+    fragment = run_idp(
+        "clients",
+        "create",
+        "--name",
+        "X",
+        "--redirect-uri",
+        "https://app.example/cb#frag",
+        env=env,
+    )
+    assert "redirect" in assert_one_line_error(fragment, 1).lower()
+    missing = run_idp(
+        "clients",
+        "create",
+        "--name",
+        "X",
+        "--redirect-uri",
+        "https://app.example/cb",
+        "--token-endpoint-auth-method",
+        "private_key_jwt",
+        "--jwks-file",
+        str(tmp_path / "absent.json"),
+        env=env,
+    )
+    assert "cannot read --jwks-file" in assert_one_line_error(missing, 1)
+    assert ok_json(run_idp("clients", "list", "--json", env=env)) == {"clients": []}
+
+
 def test_an_unknown_option_or_command_is_one_line(tmp_path: Path) -> None:
     env = environment(f"sqlite:///{tmp_path}/x.sqlite3")
     line = assert_one_line_error(run_idp("users", "create", "--emial", "x@example.org", env=env), 2)
