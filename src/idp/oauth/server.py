@@ -32,6 +32,7 @@ from idp.oauth.client_auth import PrivateKeyJWT
 from idp.oauth.context import bound_db, current_db
 from idp.oauth.errors import InvalidRequestError, json_error
 from idp.oauth.introspection import Introspection
+from idp.oauth.keys import SUPPORTED_ALGS
 from idp.oauth.models import OAuthClient, Subject
 from idp.oauth.revocation import Revocation
 
@@ -234,7 +235,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         responses included: a reused code must stay revoked), rolled back if it raises."""
         # Load the keyring (and create the first keys) before this request's transaction
         # opens: on SQLite a key written from inside it would wait for our own lock.
-        self.keys.signing_key("RS256")
+        for alg in SUPPORTED_ALGS:
+            self.keys.signing_key(alg)
         session: Session
         with self.services.sessions() as session, session.begin(), bound_db(session):
             return func(*args)
