@@ -17,6 +17,8 @@ from pydantic_settings import SettingsError
 from sqlalchemy.exc import SQLAlchemyError
 from typer._click.exceptions import NoArgsIsHelpError  # Typer embeds Click since 0.26
 
+from idp.settings import Settings
+
 #: Exit statuses, documented in the README's CLI reference.
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -66,9 +68,12 @@ def _domain_error_message(exc: Exception) -> str | None:
         return f"invalid email address: {exc}"
     if isinstance(exc, AccountNotFound):
         return f"{exc}; check the address or id with `idp users list`"
-    if isinstance(exc, ValueError):
-        # The client registry's validation errors (bad redirect URI, grant type, ...).
+    if isinstance(exc, ValueError) and not isinstance(exc, ValidationError):
+        # By convention the services' refusals are ValueErrors whose message says what is
+        # wrong (the client registry's bad redirect URI, grant type, ...).
         return str(exc)
+    if isinstance(exc, LookupError) and not isinstance(exc, KeyError | IndexError):
+        return str(exc)  # the services' "not found" errors (ClientNotFound, ...)
     return None
 
 
@@ -82,7 +87,7 @@ def _message_and_status(exc: BaseException) -> tuple[str, int]:
         return f"{exc.format_message()}{hint}", exc.exit_code or EXIT_USAGE
     if isinstance(exc, typer.Abort | KeyboardInterrupt):
         return "aborted", EXIT_ERROR
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
         return describe_validation_error(exc), EXIT_CONFIG
     if isinstance(exc, SettingsError):
         return f"configuration error: {exc}", EXIT_CONFIG
@@ -99,12 +104,14 @@ def _message_and_status(exc: BaseException) -> tuple[str, int]:
 def run(app: typer.Typer, args: Sequence[str] | None = None) -> int:
     """Run the command tree and turn any failure into one line and a status."""
     try:
-        typer.main.get_command(app).main(
+        # Without standalone mode Typer returns, rather than raises, the status of an
+        # `Exit` (--help: 0, Ctrl-C: 130); commands themselves return None.
+        result = typer.main.get_command(app).main(
             args=list(sys.argv[1:] if args is None else args),
             prog_name="idp",
             standalone_mode=False,
         )
-    except typer.Exit as exc:  # --help and explicit exits
+    except typer.Exit as exc:
         return exc.exit_code
     except NoArgsIsHelpError as exc:  # `idp` or `idp users` alone: the help is the answer
         exc.show()
@@ -113,4 +120,4 @@ def run(app: typer.Typer, args: Sequence[str] | None = None) -> int:
         message, status = _message_and_status(exc)
         print(f"idp: {one_line(message)}", file=sys.stderr)
         return status
-    return 0
+    return result if isinstance(result, int) else 0
