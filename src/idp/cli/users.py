@@ -53,7 +53,11 @@ def _find(db: Session, *, email: str | None, account_id: str | None) -> Account:
 def create(
     email: EmailOpt,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from standard input (a terminal prompts without echo).",
+        ),
     ] = False,
     name: Annotated[str | None, typer.Option(metavar="NAME", help="Display name.")] = None,
     org: Annotated[
