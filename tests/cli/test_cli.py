@@ -287,6 +287,12 @@ def test_an_unknown_option_or_command_is_one_line(tmp_path: Path) -> None:
     assert "idp users create --help" in line
     assert_one_line_error(run_idp("frobnicate", env=env), 2)
     assert_one_line_error(run_idp("serve", "--port", "not-a-port", env=env), 2)
+    # There is no way to pass a password on the command line, where `ps` would show it.
+    argv_password = run_idp(
+        "users", "create", "--email", "x@example.org", "--password", "Hunter2-secret", env=env
+    )
+    assert "--password" in assert_one_line_error(argv_password, 2)
+    assert "Hunter2-secret" not in argv_password.stderr
 
 
 def test_an_unreachable_database_is_one_line_without_the_password() -> None:
