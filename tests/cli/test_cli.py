@@ -6,13 +6,17 @@ Every failure must be one line on stderr with a non-zero status, never a traceba
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
+import pty
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -380,3 +384,51 @@ def test_production_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None
     result = run_idp("serve", "--port", str(free_port()), env=env, timeout=30)
     line = assert_one_line_error(result, 4)
     assert line == "idp: database is not migrated: run `idp migrate`"
+
+
+def test_on_a_terminal_the_password_is_prompted_without_echo(tmp_path: Path) -> None:
+    env = environment(f"sqlite:///{tmp_path}/tty.sqlite3")
+    ok_json(run_idp("migrate", "--json", env=env))
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:  # the pty becomes the child's /dev/tty, as in a shell
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [
+            *idp_command(),
+            "users",
+            "create",
+            "--email",
+            "tty@example.org",
+            "--password-stdin",
+            "--json",
+        ],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    try:
+        shown = b""
+        deadline = time.monotonic() + 30
+        while b"Password: " not in shown and time.monotonic() < deadline:
+            shown += os.read(master, 1024)
+        assert b"Password: " in shown
+        os.write(master, PASSWORD.encode() + b"\n")
+        out, err = process.communicate(timeout=30)
+        echoed = b""
+        with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+            while chunk := os.read(master, 1024):
+                echoed += chunk
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert json.loads(out)["email"] == "tty@example.org"
+    assert PASSWORD.encode() not in shown + echoed
