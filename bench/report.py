@@ -55,8 +55,8 @@ def matrix_table(results: dict[str, Any], mx: dict[str, Any]) -> list[str]:
         for i, (key, name, _) in enumerate(METRICS):
             vals = {lbl: (per[lbl].get(key) if per[lbl].get("status") == "ok" else None) for lbl in labels}
             if key == "db_cpu_ms_per_op":
-                if all(v is None for v in vals.values()):
-                    continue
+                if all(not v or v < 0.005 for v in vals.values()):
+                    continue  # no database work seen (discovery, JWKS) or none measurable
                 if has_peer:  # the peer has no database: compare our total with its CPU
                     row = ["", name] + [_fmt(vals[lbl]) if vals[lbl] is not None else "" for lbl in labels]
                     out.append("| " + " | ".join(row + [""] * len(ours)) + " |")
@@ -74,7 +74,8 @@ def matrix_table(results: dict[str, Any], mx: dict[str, Any]) -> list[str]:
                 skipped.append(f"- {sc}, {LABELS[lbl]}: note: {per[lbl]['note']}")
     srv = mx["servers"]
     for key, name, scale in (("ready_s", "start to ready, s", 1), ("rss_idle_per_worker", "RSS idle, MiB/worker", MiB),
-                             ("rss_after_per_worker", "RSS after load, MiB/worker", MiB)):  # fmt: skip
+                             ("rss_after_per_worker", "RSS after load, MiB/worker", MiB),
+                             ("rss_after_total", "RSS after load, MiB, all processes", MiB)):  # fmt: skip
         vals = {lbl: (srv[lbl].get(key) / scale if srv[lbl].get(key) is not None else None) for lbl in labels}
         row = ["Server" if key == "ready_s" else "", name] + [_fmt(vals[lbl]) for lbl in labels]
         if has_peer:
@@ -172,6 +173,8 @@ def scale_table(results: dict[str, Any]) -> list[str]:
             for s in sizes:
                 m = scale[s]["medians"][sc].get("ours-pg-scale", {})
                 vals.append(m.get(key) if m.get("status") == "ok" else None)
+            if key == "db_cpu_ms_per_op" and all(not v or v < 0.005 for v in vals):
+                continue
             row = [results["scenarios"].get(sc, sc) if i == 0 else "", name] + [_fmt(v) for v in vals]
             if len(sizes) >= 2:
                 row.append(_ratio(vals[-1], vals[0]))
@@ -256,9 +259,26 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+README_MARK = "## Latest results"
+
+
+def quote_in_readme(md: str, readme: Path) -> None:
+    """Replace the README's "Latest results" section with the new table."""
+    text = readme.read_text()
+    head, sep, _ = text.partition(README_MARK)
+    if not sep:
+        return
+    body = md.split("\n", 1)[1].lstrip("\n").replace("\n## ", "\n### ")
+    readme.write_text(f"{head}{README_MARK}\n\nCopied from `results/latest.md` by `run.py`.\n\n{body}")
+
+
 def write(results: dict[str, Any], prefix: str) -> None:
     base = Path(prefix)
     base.parent.mkdir(parents=True, exist_ok=True)
     base.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    base.with_suffix(".md").write_text(markdown(results))
+    md = markdown(results)
+    base.with_suffix(".md").write_text(md)
     chart(results, base.with_suffix(".png"))
+    readme = Path(__file__).resolve().parent / "README.md"
+    if base.resolve() == (readme.parent / "results" / "latest").resolve():
+        quote_in_readme(md, readme)
