@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 from authlib.oauth2 import AuthorizationServer, OAuth2Request
@@ -105,7 +106,11 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
     """Authlib's request over `RequestData`; `server` lets extensions reach settings."""
 
     def __init__(self, data: RequestData, server: IdpAuthorizationServer) -> None:
-        super().__init__(method=data.method, uri=data.url, headers=data.headers)
+        # The public URL (issuer + path), not the socket's: behind a TLS-terminating
+        # proxy the inner URL is http, which Authlib's transport check would refuse.
+        parts = urlsplit(data.url)
+        public = server.settings.issuer + parts.path + (f"?{parts.query}" if parts.query else "")
+        super().__init__(method=data.method, uri=public, headers=data.headers)
         self.source = data
         self.server = server
         self.payload = _Payload([*data.query, *data.form])
