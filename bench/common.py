@@ -23,7 +23,7 @@ HOST = "127.0.0.1"  # load tests only ever target loopback
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never followed: the code is read from Location
 SCOPE = "openid email profile offline_access"
-PASSWORD = "bench horse battery staple 42"  # noqa: S105 (a benchmark fixture)
+PASSWORD = "bench horse battery staple 42"
 NS = uuid.UUID("6f1d3c2a-7b84-4c36-9a57-0d5e8a3b2c11")
 
 

@@ -174,7 +174,9 @@ class Driver:
             back = await self._walk(oauth, r, user)
             token = await self._redeem(oauth, back, state, verifier)
             claims = self.validate_id_token(token, nonce)
-            return FlowResult(token, claims, httpx.Cookies(oauth.cookies), time.perf_counter() - started)
+            return FlowResult(
+                token, claims, httpx.Cookies(oauth.cookies), time.perf_counter() - started
+            )
 
     async def _walk(self, oauth: AsyncOAuth2Client, r: httpx.Response, user: BenchUser) -> str:
         """Follow redirects and fill pages until the provider sends the browser back."""
@@ -183,10 +185,14 @@ class Driver:
                 location = urljoin(str(r.url), r.headers["location"])
                 if location.startswith(self.client.redirect_uri):
                     return location
-                r = await oauth.request("GET", location, follow_redirects=False, withhold_token=True)
+                r = await oauth.request(
+                    "GET", location, follow_redirects=False, withhold_token=True
+                )
                 continue
             if r.status_code != 200 or "html" not in r.headers.get("content-type", ""):
-                raise FlowError(f"{r.request.method} {r.url.path} answered {r.status_code}", r.status_code)
+                raise FlowError(
+                    f"{r.request.method} {r.url.path} answered {r.status_code}", r.status_code
+                )
             page = parse_forms(r.text)
             form = next((f for f in page.forms if "password" in f.fields), None)
             values: dict[str, str] = {}
@@ -202,7 +208,11 @@ class Driver:
                 raise FlowError(f"no form to fill on {r.url.path}", r.status_code)
             action = urljoin(str(r.url), form.action or str(r.url))
             r = await oauth.request(
-                "POST", action, data={**form.fields, **values}, follow_redirects=False, withhold_token=True
+                "POST",
+                action,
+                data={**form.fields, **values},
+                follow_redirects=False,
+                withhold_token=True,
             )
         raise FlowError("too many steps")
 
@@ -244,7 +254,11 @@ class Driver:
 
     # -------------------------------------------------------------- code minting (SSO)
     async def mint_codes(
-        self, sessions: list[httpx.Cookies], n: int, concurrency: int = 16, max_seconds: float | None = None
+        self,
+        sessions: list[httpx.Cookies],
+        n: int,
+        concurrency: int = 16,
+        max_seconds: float | None = None,
     ) -> list[str]:
         """`n` authorization codes issued at once through single sign-on (the browser
         session of an earlier flow): no password or TOTP work, so codes are cheap to mint.
@@ -262,7 +276,7 @@ class Driver:
             async with sem:
                 if deadline is not None and time.monotonic() > deadline:
                     return
-                url, state, verifier, _ = self.authorization_url(oauth)
+                url, _state, verifier, _ = self.authorization_url(oauth)
                 r = await oauth.request("GET", url, follow_redirects=False, withhold_token=True)
                 for _ in range(4):
                     if not r.is_redirect:
@@ -271,13 +285,21 @@ class Driver:
                     if loc.startswith(self.client.redirect_uri):
                         code = parse_qs(urlsplit(loc).query).get("code", [""])[0]
                         if code:
-                            out.append(urlencode({
-                                "grant_type": "authorization_code", "code": code,
-                                "redirect_uri": self.client.redirect_uri, "code_verifier": verifier,
-                            }))  # fmt: skip
+                            out.append(
+                                urlencode(
+                                    {
+                                        "grant_type": "authorization_code",
+                                        "code": code,
+                                        "redirect_uri": self.client.redirect_uri,
+                                        "code_verifier": verifier,
+                                    }
+                                )
+                            )
                         return
                     r = await oauth.request("GET", loc, follow_redirects=False, withhold_token=True)
-                raise FlowError(f"single sign-on did not issue a code ({r.status_code} {r.url.path})")
+                raise FlowError(
+                    f"single sign-on did not issue a code ({r.status_code} {r.url.path})"
+                )
 
         try:
             await asyncio.gather(*(one(i) for i in range(n)))
@@ -295,11 +317,16 @@ class Driver:
             async def one(body: str) -> dict[str, Any]:
                 async with sem:
                     r = await http.post(
-                        self.target.url("token"), content=body, auth=auth,
+                        self.target.url("token"),
+                        content=body,
+                        auth=auth,
                         headers={"Content-Type": "application/x-www-form-urlencoded"},
-                    )  # fmt: skip
+                    )
                     if r.status_code != 200:
-                        raise FlowError(f"token endpoint answered {r.status_code}: {r.text[:200]}", r.status_code)
+                        raise FlowError(
+                            f"token endpoint answered {r.status_code}: {r.text[:200]}",
+                            r.status_code,
+                        )
                     return dict(r.json())
 
             return list(await asyncio.gather(*(one(b) for b in bodies)))
@@ -315,7 +342,9 @@ class FlowRun:
     waits: int
 
 
-async def run_flows(driver: Driver, *, concurrency: int, duration: float, max_flows: int | None = None) -> FlowRun:
+async def run_flows(
+    driver: Driver, *, concurrency: int, duration: float, max_flows: int | None = None
+) -> FlowRun:
     """Run complete sign-in flows with `concurrency` concurrent browsers for `duration` s."""
     latencies: list[float] = []
     errors: list[str] = []

@@ -56,8 +56,16 @@ def run_wrk(
     (`mode` code or refresh) and stop once they are used up."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError("load tests only target 127.0.0.1")
-    env = dict(os.environ, BENCH_LUA_DIR=str(LUA), BENCH_METHOD=method, BENCH_BODY=body,
-               BENCH_AUTH=auth, BENCH_THREADS=str(threads), BENCH_MODE=mode, BENCH_PATH=path)  # fmt: skip
+    env = dict(
+        os.environ,
+        BENCH_LUA_DIR=str(LUA),
+        BENCH_METHOD=method,
+        BENCH_BODY=body,
+        BENCH_AUTH=auth,
+        BENCH_THREADS=str(threads),
+        BENCH_MODE=mode,
+        BENCH_PATH=path,
+    )
     script = LUA / "static.lua"
     if queue is not None:
         VAR.mkdir(parents=True, exist_ok=True)
@@ -66,11 +74,23 @@ def run_wrk(
         env["BENCH_QUEUE_FILE"] = str(qfile)
         script = LUA / "queue.lua"
     secs = max(1, round(duration))
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{secs}s", "--timeout", "30s",
-           "-s", str(script), url]  # fmt: skip
+    cmd = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{secs}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+    ]
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     exhausted = 0
 
@@ -100,11 +120,20 @@ def run_wrk(
         raise RuntimeError(f"wrk gave no result: {''.join(lines)[-500:]} {err[-500:]}")
     counted = data["counted"] in (True, "true")
     requests = int(data["requests"])
-    errors = int(data["status_errors"]) + int(data["connect_errors"]) + int(data["read_errors"]) + \
-        int(data["write_errors"]) + int(data["timeouts"])  # fmt: skip
+    errors = (
+        int(data["status_errors"])
+        + int(data["connect_errors"])
+        + int(data["read_errors"])
+        + int(data["write_errors"])
+        + int(data["timeouts"])
+    )
     if counted:
         ok = int(data["ok"])
-        seconds = int(data["active_us"]) / 1e6 if queue is not None and data["active_us"] else int(data["duration_us"]) / 1e6
+        seconds = (
+            int(data["active_us"]) / 1e6
+            if queue is not None and data["active_us"]
+            else int(data["duration_us"]) / 1e6
+        )
     else:
         ok = requests - int(data["status_errors"])
         seconds = int(data["duration_us"]) / 1e6

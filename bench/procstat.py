@@ -88,9 +88,9 @@ def sample(pid: int) -> TreeSample:
     pids = tree(pid)
     cpu = {p: cpu_seconds(p) for p in pids}
     rss = {p: rss_bytes(p) for p in pids}
-    workers = [
-        p for p in pids if not _children(p) and "resource_tracker" not in command(p)
-    ] or [pid]
+    workers = [p for p in pids if not _children(p) and "resource_tracker" not in command(p)] or [
+        pid
+    ]
     return TreeSample(
         cpu=cpu,
         rss_total=sum(rss.values()),

@@ -1,6 +1,7 @@
 """Profile one of our scenarios with py-spy while wrk loads it.
 
-    .venv/bin/python bench/profile.py [--scenario client_credentials] [--db sqlite|pg] [--seconds 10]
+    .venv/bin/python bench/profile.py [--scenario client_credentials] [--db sqlite|pg]
+        [--seconds 10]
 
 Writes bench/results/profile-<scenario>.collapsed (py-spy's collapsed stacks, for any flame
 graph tool) and .txt (the top frames by own time and by inclusive time).
@@ -20,8 +21,8 @@ if __package__ in (None, ""):
 
 from bench.common import RESULTS, VENV_BIN, password_hash, user_pool
 from bench.flows import UserPicker
-from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
 from bench.loadgen import run_wrk
+from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
 from bench.targets import prepare_ours_pg, prepare_ours_sqlite
 
 
@@ -56,7 +57,11 @@ def main() -> None:
     pw = password_hash()
     label = f"ours-{args.db}-profile"
     prep = prepare_ours_sqlite if args.db == "sqlite" else prepare_ours_pg
-    target = prep(label, 18109, users, pw) if args.db == "sqlite" else prep(label, 18109, users, pw, dbname="idp_bench_profile")
+    target = (
+        prep(label, 18109, users, pw)
+        if args.db == "sqlite"
+        else prep(label, 18109, users, pw, dbname="idp_bench_profile")
+    )
     load = load_for(1)
     target.start(1, load.server_cpus)
     try:
@@ -70,8 +75,13 @@ def main() -> None:
         result: dict[str, object] = {}
 
         def load_it() -> None:
-            result["wrk"] = run_wrk(duration=args.seconds + 2, threads=1, connections=32,
-                                    cpus=load.client_cpus, **wrk_args)  # fmt: skip
+            result["wrk"] = run_wrk(
+                duration=args.seconds + 2,
+                threads=1,
+                connections=32,
+                cpus=load.client_cpus,
+                **wrk_args,
+            )
 
         th = threading.Thread(target=load_it)
         th.start()
@@ -81,12 +91,32 @@ def main() -> None:
         assert target.proc
         pid = str(target.proc.pid)
         raw = base.with_suffix(".collapsed")
-        subprocess.run([spy, "record", "--pid", pid, "--duration", str(args.seconds), "--rate", "100", "--gil",
-                        "--format", "raw", "--output", str(raw), "--nonblocking"], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "--pid",
+                pid,
+                "--duration",
+                str(args.seconds),
+                "--rate",
+                "100",
+                "--gil",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ],
+            check=True,
+        )
         th.join()
         text = top_frames(raw.read_text())
         wrk = result.get("wrk")
-        header = f"py-spy profile of our {args.scenario} on {args.db}, 1 worker pinned, wrk 32 connections\n{wrk}\n\n"
+        header = (
+            f"py-spy --gil profile of our {args.scenario} on {args.db}, "
+            f"1 worker pinned, wrk 32 connections\n{wrk}\n\n"
+        )
         base.with_suffix(".txt").write_text(header + text)
         print(header + text)
     finally:

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
@@ -27,7 +28,17 @@ if __package__ in (None, ""):
 from bench import report
 from bench.common import PEER_DIR, RESULTS, password_hash, require_tool, user_pool
 from bench.flows import UserPicker
-from bench.scenarios import SCENARIOS, Load, Measurement, Plan, TargetState, load_for, measure, probe, warm
+from bench.scenarios import (
+    SCENARIOS,
+    Load,
+    Measurement,
+    Plan,
+    TargetState,
+    load_for,
+    measure,
+    probe,
+    warm,
+)
 from bench.seed import seed_filler
 from bench.targets import Target, prepare_ours_pg, prepare_ours_sqlite, prepare_peer
 
@@ -57,11 +68,17 @@ def argon2_seconds() -> dict[str, float]:
     js = (
         "const a=require('argon2');(async()=>{const h=process.argv[1],p=process.argv[2];const s=[];"
         "await a.verify(h,p);"
-        "for(let i=0;i<11;i++){const c=process.cpuUsage();await a.verify(h,p);const d=process.cpuUsage(c);"
+        "for(let i=0;i<11;i++){const c=process.cpuUsage();await a.verify(h,p);"
+        "const d=process.cpuUsage(c);"
         "s.push((d.user+d.system)/1e6)}s.sort((x,y)=>x-y);console.log(s[5])})()"
     )
-    out = subprocess.run(["taskset", "-c", "0", "node", "-e", js, h, PASSWORD], cwd=PEER_DIR,
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    out = subprocess.run(
+        ["taskset", "-c", "0", "node", "-e", js, h, PASSWORD],
+        cwd=PEER_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
         node = float(out.stdout.strip())
     except ValueError:
@@ -72,7 +89,9 @@ def argon2_seconds() -> dict[str, float]:
 def environment() -> dict[str, Any]:
     def cmd(*args: str, cwd: str | None = None) -> str:
         try:
-            return subprocess.run(args, capture_output=True, text=True, cwd=cwd, check=False).stdout.strip()
+            return subprocess.run(
+                args, capture_output=True, text=True, cwd=cwd, check=False
+            ).stdout.strip()
         except OSError:
             return "?"
 
@@ -82,7 +101,14 @@ def environment() -> dict[str, Any]:
         peer_version = lock["packages"]["node_modules/oidc-provider"]["version"]
     except (OSError, KeyError, ValueError):
         pass
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     try:
         import authlib
         import uvicorn
@@ -109,7 +135,11 @@ def median_of(rows: list[Measurement]) -> dict[str, Any]:
     if not ok:
         first = rows[0] if rows else None
         return {"status": first.status if first else "missing", "note": first.note if first else ""}
-    out: dict[str, Any] = {"status": "ok", "rounds": len(ok), "note": "; ".join(sorted({r.note for r in ok if r.note}))}
+    out: dict[str, Any] = {
+        "status": "ok",
+        "rounds": len(ok),
+        "note": "; ".join(sorted({r.note for r in ok if r.note})),
+    }
     for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_op", "db_cpu_ms_per_op"):
         vals = [getattr(r, key) for r in ok if getattr(r, key) is not None]
         out[key] = statistics.median(vals) if vals else None
@@ -137,8 +167,10 @@ def start_targets(targets: list[Target], load: Load, plan: Plan) -> dict[str, di
             "processes": len(s.cpu),
             "workers_seen": s.workers,
         }
-        log(f"  {t.label}: ready in {statistics.median(readies):.2f} s, "
-            f"idle RSS {s.rss_workers / max(1, s.workers) / 2**20:.0f} MiB per worker")  # fmt: skip
+        log(
+            f"  {t.label}: ready in {statistics.median(readies):.2f} s, "
+            f"idle RSS {s.rss_workers / max(1, s.workers) / 2**20:.0f} MiB per worker"
+        )
     return info
 
 
@@ -170,9 +202,12 @@ def run_matrix(
                     m = measure(states[t.label], scenario, load, plan, rnd)
                     rows.append(m)
                     if m.status == "ok":
-                        log(f"  w{workers} {scenario:<18} r{rnd} {t.label:<12} {m.rps:9.1f}/s "
-                            f"p50 {m.p50_ms:7.2f} ms p99 {m.p99_ms:8.2f} ms cpu {m.cpu_ms_per_op:7.3f} ms/op"
-                            f"{'  (' + m.note + ')' if m.note else ''}")  # fmt: skip
+                        log(
+                            f"  w{workers} {scenario:<18} r{rnd} {t.label:<12} {m.rps:9.1f}/s "
+                            f"p50 {m.p50_ms:7.2f} ms p99 {m.p99_ms:8.2f} ms "
+                            f"cpu {m.cpu_ms_per_op:7.3f} ms/op"
+                            f"{'  (' + m.note + ')' if m.note else ''}"
+                        )
                     elif rnd == 1:
                         log(f"  w{workers} {scenario:<18} {t.label:<12} {m.status}: {m.note}")
         for t in targets:
@@ -185,18 +220,30 @@ def run_matrix(
         for t in targets:
             t.stop()
     medians = {
-        sc: {t.label: median_of([r for r in rows if r.scenario == sc and r.target == t.label]) for t in targets}
+        sc: {
+            t.label: median_of([r for r in rows if r.scenario == sc and r.target == t.label])
+            for t in targets
+        }
         for sc in scenarios
     }
-    return {"workers": workers, "load": load.__dict__, "servers": info, "medians": medians,
-            "rounds": [r.as_dict() for r in rows]}  # fmt: skip
+    return {
+        "workers": workers,
+        "load": load.__dict__,
+        "servers": info,
+        "medians": medians,
+        "rounds": [r.as_dict() for r in rows],
+    }
 
 
-def run_scale(users: list[Any], plan: Plan, sizes: list[int], pw: str, scenarios: list[str]) -> dict[str, Any]:
+def run_scale(
+    users: list[Any], plan: Plan, sizes: list[int], pw: str, scenarios: list[str]
+) -> dict[str, Any]:
     """Our provider on PostgreSQL with `sizes` accounts: same scenarios, 1 worker, pinned."""
     out: dict[str, Any] = {"sizes": {}}
     users = users[: min(len(users), *sizes)]  # every size counts all accounts, pool included
-    target = prepare_ours_pg("ours-pg-scale", PORTS["ours-pg-scale"], users, pw, dbname="idp_bench_scale")
+    target = prepare_ours_pg(
+        "ours-pg-scale", PORTS["ours-pg-scale"], users, pw, dbname="idp_bench_scale"
+    )
     for size in sizes:
         log(f"scale: seeding {size:,} accounts")
         took = seed_filler(target.database_url or "", max(0, size - len(users)), pw)
@@ -213,7 +260,9 @@ def main() -> None:
     parser.add_argument("--targets", default="ours-sqlite,ours-pg,peer")
     parser.add_argument("--scenarios", default=",".join(s for s, _ in SCENARIOS))
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--scale", default=None, help="account counts, default 1000,1000000 (quick: 1000,20000)")
+    parser.add_argument(
+        "--scale", default=None, help="account counts, default 1000,1000000 (quick: 1000,20000)"
+    )
     parser.add_argument("--no-scale", action="store_true")
     parser.add_argument("--scale-only", action="store_true", help="only the scale runs")
     parser.add_argument("--users", type=int, default=None, help="sign-in user pool size")
@@ -226,7 +275,14 @@ def main() -> None:
     plan = Plan.make(args.quick, args.rounds)
     workers = [int(w) for w in (args.workers or ("1" if args.quick else "1,2")).split(",")]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    sizes = [] if args.no_scale else [int(s) for s in (args.scale or ("1000,20000" if args.quick else "1000,1000000")).split(",")]
+    sizes = (
+        []
+        if args.no_scale
+        else [
+            int(s)
+            for s in (args.scale or ("1000,20000" if args.quick else "1000,1000000")).split(",")
+        ]
+    )
     users = user_pool(args.users or (600 if args.quick else 4000))
 
     env = environment()
@@ -248,13 +304,20 @@ def main() -> None:
             targets.append(prepare_peer(label, PORTS[label], users, pw))
         else:
             raise SystemExit(f"unknown target {label}")
-    results: dict[str, Any] = {"environment": env, "plan": plan.__dict__, "matrix": [], "scenarios": dict(SCENARIOS)}
+    results: dict[str, Any] = {
+        "environment": env,
+        "plan": plan.__dict__,
+        "matrix": [],
+        "scenarios": dict(SCENARIOS),
+    }
     try:
         for w in workers if targets else []:
             results["matrix"].append(run_matrix(targets, users, w, plan, scenarios))
             report.write(results, args.out)
         if sizes:
-            results["scale"] = run_scale(users, plan, sizes, pw, [s for s in SCALE_SCENARIOS if s in scenarios])
+            results["scale"] = run_scale(
+                users, plan, sizes, pw, [s for s in SCALE_SCENARIOS if s in scenarios]
+            )
     finally:
         for t in targets:
             t.stop()

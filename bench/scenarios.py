@@ -42,8 +42,15 @@ class Plan:
     @classmethod
     def make(cls, quick: bool, rounds: int | None) -> Plan:
         if quick:
-            p = cls(quick=True, rounds=3, duration=3.0, warmup=1.0, signin_duration=4.0,
-                    codes=300, ready_samples=1)  # fmt: skip
+            p = cls(
+                quick=True,
+                rounds=3,
+                duration=3.0,
+                warmup=1.0,
+                signin_duration=4.0,
+                codes=300,
+                ready_samples=1,
+            )
         else:
             p = cls(quick=False)
         if rounds:
@@ -125,13 +132,16 @@ def probe(state: TargetState) -> None:
             r = http.get(t.url(what))
             if r.status_code != 200:
                 state.unavailable[name] = _status_note(r)
-        r = http.post(t.url("token"), data={"grant_type": "client_credentials"},
-                      headers={"Authorization": state.auth})  # fmt: skip
+        r = http.post(
+            t.url("token"),
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": state.auth},
+        )
         if r.status_code != 200 or "access_token" not in r.text:
             state.unavailable["client_credentials"] = _status_note(r)
     try:
         asyncio.run(_probe_flows(state))
-    except Exception as exc:  # noqa: BLE001 (whatever stops a flow makes these unavailable)
+    except Exception as exc:
         note = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, FlowError) and exc.status in (404, 405, 501):
             note = f"not available yet ({exc})"
@@ -139,8 +149,11 @@ def probe(state: TargetState) -> None:
             state.unavailable.setdefault(name, f"sign-in flow: {note}"[:300])
         return
     with httpx.Client(timeout=30) as http:
-        r = http.post(t.url("introspection"), data={"token": state.access_token},
-                      headers={"Authorization": state.auth})  # fmt: skip
+        r = http.post(
+            t.url("introspection"),
+            data={"token": state.access_token},
+            headers={"Authorization": state.auth},
+        )
         if r.status_code != 200 or r.json().get("active") is not True:
             state.unavailable["introspection"] = _status_note(r)
 
@@ -170,7 +183,7 @@ def measure(state: TargetState, scenario: str, load: Load, plan: Plan, rnd: int)
             _measure_signin(state, load, plan, m)
         else:
             _measure_wrk(state, scenario, load, plan, m)
-    except Exception as exc:  # noqa: BLE001 (one failed scenario must not end the run)
+    except Exception as exc:
         m.status, m.note = "failed", f"{type(exc).__name__}: {exc}"[:300]
     return m
 
@@ -182,26 +195,46 @@ def _wrk_args(state: TargetState, scenario: str, plan: Plan, load: Load) -> dict
     if scenario == "jwks":
         return {"url": t.url("jwks")}
     if scenario == "client_credentials":
-        return {"url": t.url("token"), "method": "POST", "body": "grant_type=client_credentials",
-                "auth": state.auth}  # fmt: skip
+        return {
+            "url": t.url("token"),
+            "method": "POST",
+            "body": "grant_type=client_credentials",
+            "auth": state.auth,
+        }
     if scenario == "introspection":
-        return {"url": t.url("introspection"), "method": "POST",
-                "body": f"token={state.access_token}&token_type_hint=access_token", "auth": state.auth}  # fmt: skip
+        return {
+            "url": t.url("introspection"),
+            "method": "POST",
+            "body": f"token={state.access_token}&token_type_hint=access_token",
+            "auth": state.auth,
+        }
     if scenario == "authorization_code":
         # Codes live at most 60 s: mint for at most 20 s, then redeem them all.
         bodies = asyncio.run(state.driver.mint_codes(state.sessions, plan.codes, max_seconds=20))
-        return {"url": t.url("token"), "queue": bodies, "mode": "code", "path": t.path("token"),
-                "auth": state.auth}  # fmt: skip
+        return {
+            "url": t.url("token"),
+            "queue": bodies,
+            "mode": "code",
+            "path": t.path("token"),
+            "auth": state.auth,
+        }
     if scenario == "refresh_token":
         chains = load.connections + load.threads * 2
 
         async def mint() -> list[str]:
             bodies = await state.driver.mint_codes(state.sessions, chains)
             tokens = await state.driver.redeem_bodies(bodies)
-            return [f"grant_type=refresh_token&refresh_token={tok['refresh_token']}" for tok in tokens]
+            return [
+                f"grant_type=refresh_token&refresh_token={tok['refresh_token']}" for tok in tokens
+            ]
 
-        return {"url": t.url("token"), "queue": asyncio.run(mint()), "mode": "refresh",
-                "path": t.path("token"), "auth": state.auth}  # fmt: skip
+        return {
+            "url": t.url("token"),
+            "queue": asyncio.run(mint()),
+            "mode": "refresh",
+            "path": t.path("token"),
+            "auth": state.auth,
+        }
     raise ValueError(scenario)
 
 
@@ -209,8 +242,13 @@ def _measure_wrk(state: TargetState, scenario: str, load: Load, plan: Plan, m: M
     args = _wrk_args(state, scenario, plan, load)
     db_before = state.target.db_cpu()
     before = state.target.sample()
-    r = run_wrk(duration=plan.duration if scenario != "authorization_code" else plan.duration * 6,
-                threads=load.threads, connections=load.connections, cpus=load.client_cpus, **args)  # fmt: skip
+    r = run_wrk(
+        duration=plan.duration if scenario != "authorization_code" else plan.duration * 6,
+        threads=load.threads,
+        connections=load.connections,
+        cpus=load.client_cpus,
+        **args,
+    )
     after = state.target.sample()
     _db_cpu(state, db_before, r.ok, m)
     m.ops, m.seconds, m.rps = r.ok, r.seconds, r.rps
@@ -234,13 +272,19 @@ def _db_cpu(state: TargetState, before: dict[int, float], ops: int, m: Measureme
 def _measure_signin(state: TargetState, load: Load, plan: Plan, m: Measurement) -> None:
     db_before = state.target.db_cpu()
     before = state.target.sample()
-    run = asyncio.run(run_flows(state.driver, concurrency=load.browsers, duration=plan.signin_duration))
+    run = asyncio.run(
+        run_flows(state.driver, concurrency=load.browsers, duration=plan.signin_duration)
+    )
     after = state.target.sample()
     _db_cpu(state, db_before, run.flows, m)
     m.ops, m.seconds = run.flows, run.seconds
     m.rps = run.flows / run.seconds
     if run.latencies:
-        q = statistics.quantiles(run.latencies, n=100, method="inclusive") if len(run.latencies) > 1 else [run.latencies[0]] * 99
+        q = (
+            statistics.quantiles(run.latencies, n=100, method="inclusive")
+            if len(run.latencies) > 1
+            else [run.latencies[0]] * 99
+        )
         m.p50_ms, m.p99_ms = 1000 * statistics.median(run.latencies), 1000 * q[98]
     m.cpu_s = after.cpu_since(before)
     m.cpu_ms_per_op = 1000 * m.cpu_s / run.flows if run.flows else 0.0
@@ -262,8 +306,13 @@ def warm(state: TargetState, scenario: str, load: Load, plan: Plan) -> None:
         asyncio.run(run_flows(state.driver, concurrency=load.browsers, duration=plan.warmup))
         return
     args = _wrk_args(state, scenario, plan, load)
-    run_wrk(duration=plan.warmup, threads=load.threads, connections=load.connections,
-            cpus=load.client_cpus, **args)  # fmt: skip
+    run_wrk(
+        duration=plan.warmup,
+        threads=load.threads,
+        connections=load.connections,
+        cpus=load.client_cpus,
+        **args,
+    )
 
 
 def settle() -> None:

@@ -9,7 +9,8 @@
   figures can be compared at both sizes.
 
 As a command:
-    .venv/bin/python bench/seed.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/idp_bench \\
+    .venv/bin/python bench/seed.py \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/idp_bench \\
         --accounts 1000000 [--users 4000]
 """
 
@@ -49,10 +50,21 @@ def migrate(database_url: str) -> None:
 def seed_client(database_url: str, *, name: str = "Benchmark") -> tuple[ClientInfo, str]:
     """Register the benchmark client; returns it and how it was registered."""
     cmd = [
-        IDP, "clients", "create", "--name", name, "--redirect-uri", REDIRECT_URI,
-        "--grant-type", "authorization_code", "--grant-type", "refresh_token",
-        "--grant-type", "client_credentials", "--json",
-    ]  # fmt: skip
+        IDP,
+        "clients",
+        "create",
+        "--name",
+        name,
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "refresh_token",
+        "--grant-type",
+        "client_credentials",
+        "--json",
+    ]
     for extra in (["--scope", SCOPE], []):
         out = subprocess.run(
             cmd + extra, env=idp_env(database_url), capture_output=True, text=True, check=False
@@ -109,20 +121,27 @@ def seed_users(database_url: str, users: list[BenchUser], pw_hash: str | None = 
     now = dt.datetime.now(dt.UTC)
     accounts = [
         {
-            "id": u.id, "email": u.email, "email_key": u.email.lower(), "email_verified": True,
-            "name": f"Bench user {u.email.split('@')[0]}", "password_hash": pw_hash,
-            "created_at": now, "updated_at": now,
+            "id": u.id,
+            "email": u.email,
+            "email_key": u.email.lower(),
+            "email_verified": True,
+            "name": f"Bench user {u.email.split('@')[0]}",
+            "password_hash": pw_hash,
+            "created_at": now,
+            "updated_at": now,
         }
         for u in users
-    ]  # fmt: skip
+    ]
     creds = [
         {
-            "id": str(uuid.uuid5(NS, f"totp-{u.id}")), "account_id": u.id,
+            "id": str(uuid.uuid5(NS, f"totp-{u.id}")),
+            "account_id": u.id,
             "secret_encrypted": encrypt_secret(encryptor, u.totp_secret, account_id=u.id),
-            "last_used_step": 0, "created_at": now,
+            "last_used_step": 0,
+            "created_at": now,
         }
         for u in users
-    ]  # fmt: skip
+    ]
     engine = make_engine(database_url)
     try:
         with engine.begin() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,7 +85,16 @@ class Target:
     def command(self, workers: int) -> tuple[list[str], dict[str, str], Path]:
         if self.kind == "ours":
             assert self.database_url
-            cmd = [IDP, "serve", "--host", HOST, "--port", str(self.port), "--workers", str(workers)]
+            cmd = [
+                IDP,
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ]
             return cmd, idp_env(self.database_url, self.issuer), Path.cwd()
         env = dict(os.environ)
         env.update(
@@ -109,7 +119,7 @@ class Target:
         self.log_path = VAR / f"{self.label}-w{workers}.log"
         log = self.log_path.open("ab")
         started = time.perf_counter()
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.workers = workers
@@ -165,10 +175,8 @@ class Target:
     def stop(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -181,10 +189,14 @@ def _flush_redis(db: int) -> None:
     """Empty the peer's Redis database (cluster mode only), speaking RESP directly."""
     try:
         with socket.create_connection((HOST, 6379), timeout=2) as s:
-            s.sendall(f"*2\r\n$6\r\nSELECT\r\n${len(str(db))}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n".encode())
+            s.sendall(
+                f"*2\r\n$6\r\nSELECT\r\n${len(str(db))}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n".encode()
+            )
             s.recv(100)
     except OSError as exc:
-        raise RuntimeError(f"Redis on 127.0.0.1:6379 is needed for the peer's cluster mode: {exc}") from exc
+        raise RuntimeError(
+            f"Redis on 127.0.0.1:6379 is needed for the peer's cluster mode: {exc}"
+        ) from exc
 
 
 # ---------------------------------------------------------------------- preparation
@@ -201,9 +213,7 @@ def prepare_ours_pg(
     return _prepare_ours(label, port, create_pg_database(dbname), users, pw_hash)
 
 
-def _prepare_ours(
-    label: str, port: int, url: str, users: list[BenchUser], pw_hash: str
-) -> Target:
+def _prepare_ours(label: str, port: int, url: str, users: list[BenchUser], pw_hash: str) -> Target:
     VAR.mkdir(parents=True, exist_ok=True)
     migrate(url)
     client, how = seed_client(url)
@@ -230,7 +240,7 @@ def prepare_peer(label: str, port: int, users: list[BenchUser], pw_hash: str) ->
     }
     (VAR / f"{label}.json").write_text(json.dumps(config))
     if not (PEER_DIR / "node_modules" / "oidc-provider").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)  # noqa: S607
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
     return Target(label=label, kind="peer", port=port, client=client)
 
 
