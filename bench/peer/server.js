@@ -2,9 +2,11 @@
 // OpenID Certified) configured like ours, with a sign-in that does the same work as ours
 // (argon2id password check with the same parameters, then a TOTP code accepted once).
 //
-// Storage: oidc-provider's own in-memory adapter when one process serves (the default), or
-// a small Redis adapter when PEER_WORKERS > 1 (node cluster), because cluster workers
-// share no memory and a code minted by one worker must be redeemable at another.
+// Storage: in memory when one process serves (the default): a plain Map with expiry, because
+// oidc-provider's own development adapter is an LRU of 1,000 entries that would evict codes
+// and tokens under benchmark load; or a small Redis adapter when PEER_WORKERS > 1 (node
+// cluster), because cluster workers share no memory and a code minted by one worker must be
+// redeemable at another.
 //
 // Environment:
 //   PEER_PORT (default 3000), PEER_HOST (default 127.0.0.1; only loopback is accepted)
@@ -69,7 +71,7 @@ async function serve() {
   const passwordHash = config.password_hash;
 
   let redis = null;
-  let adapter;
+  let adapter = memoryAdapterFactory();
   if (WORKERS > 1) {
     if (!REDIS_URL) throw new Error('PEER_REDIS_URL is needed when PEER_WORKERS > 1');
     const { default: Redis } = await import('ioredis');
@@ -266,7 +268,7 @@ async function serve() {
   });
   server.keepAliveTimeout = 65000;
   server.listen(PORT, HOST, () => {
-    console.log(`peer oidc-provider listening on ${ISSUER} (pid ${process.pid}, ${adapter ? 'redis' : 'in-memory'} adapter)`);
+    console.log(`peer oidc-provider listening on ${ISSUER} (pid ${process.pid}, ${redis ? 'redis' : 'in-memory'} adapter)`);
   });
 }
 
@@ -342,6 +344,62 @@ function verifyTotp(key, code) {
     if (crypto.timingSafeEqual(Buffer.from(expected), Buffer.from(code))) return step;
   }
   return null;
+}
+
+// An unbounded in-memory adapter (one Map, entries expire), same contract as
+// oidc-provider's development adapter without its 1,000-entry LRU limit.
+function memoryAdapterFactory() {
+  const store = new Map(); // key -> { payload, expiresAt }
+  const grants = new Map(); // grantId -> Set of keys
+  const grantable = new Set(['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest']);
+  const get = (key) => {
+    const e = store.get(key);
+    if (!e) return undefined;
+    if (e.expiresAt && e.expiresAt <= Date.now()) { store.delete(key); return undefined; }
+    return e.payload;
+  };
+  setInterval(() => {
+    const now = Date.now();
+    for (const [k, e] of store) if (e.expiresAt && e.expiresAt <= now) store.delete(k);
+    for (const [g, keys] of grants) {
+      for (const k of keys) if (!store.has(k)) keys.delete(k);
+      if (keys.size === 0) grants.delete(g);
+    }
+  }, 10000).unref();
+  return class MemoryAdapter {
+    constructor(name) { this.name = name; }
+
+    key(id) { return `${this.name}:${id}`; }
+
+    async upsert(id, payload, expiresIn) {
+      const key = this.key(id);
+      store.set(key, { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : 0 });
+      if (grantable.has(this.name) && payload.grantId) {
+        if (!grants.has(payload.grantId)) grants.set(payload.grantId, new Set());
+        grants.get(payload.grantId).add(key);
+      }
+      if (payload.uid) store.set(`uid:${payload.uid}`, { payload: id, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : 0 });
+      if (payload.userCode) store.set(`userCode:${payload.userCode}`, { payload: id, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : 0 });
+    }
+
+    async find(id) { return get(this.key(id)); }
+
+    async findByUid(uid) { const id = get(`uid:${uid}`); return id ? this.find(id) : undefined; }
+
+    async findByUserCode(code) { const id = get(`userCode:${code}`); return id ? this.find(id) : undefined; }
+
+    async destroy(id) { store.delete(this.key(id)); }
+
+    async revokeByGrantId(grantId) {
+      for (const k of grants.get(grantId) || []) store.delete(k);
+      grants.delete(grantId);
+    }
+
+    async consume(id) {
+      const payload = get(this.key(id));
+      if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+    }
+  };
 }
 
 // A Redis adapter for cluster mode, after the shape of oidc-provider's example adapter.
