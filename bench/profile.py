@@ -10,6 +10,7 @@ graph tool) and .txt (the top frames by own time and by inclusive time).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import os
 import subprocess
@@ -20,7 +21,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import RESULTS, VENV_BIN, password_hash, user_pool
-from bench.flows import UserPicker
+from bench.flows import UserPicker, run_flows
 from bench.loadgen import run_wrk
 from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
 from bench.targets import prepare_ours_pg, prepare_ours_sqlite
@@ -52,6 +53,11 @@ def main() -> None:
     ap.add_argument("--scenario", default="client_credentials")
     ap.add_argument("--db", choices=["sqlite", "pg"], default="pg")
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument(
+        "--wall",
+        action="store_true",
+        help="sample every thread, idle ones too (where requests wait), instead of the GIL holder",
+    )
     args = ap.parse_args()
     users = user_pool(50)
     pw = password_hash()
@@ -71,22 +77,31 @@ def main() -> None:
             raise SystemExit(f"{args.scenario}: {state.unavailable[args.scenario]}")
         plan = Plan.make(quick=False, rounds=1)
         plan.codes = 6000
-        wrk_args = _wrk_args(state, args.scenario, plan, load)
         result: dict[str, object] = {}
+        if args.scenario == "signin":
 
-        def load_it() -> None:
-            result["wrk"] = run_wrk(
-                duration=args.seconds + 2,
-                threads=1,
-                connections=32,
-                cpus=load.client_cpus,
-                **wrk_args,
-            )
+            def load_it() -> None:
+                run = asyncio.run(
+                    run_flows(state.driver, concurrency=load.browsers, duration=args.seconds + 2)
+                )
+                result["wrk"] = f"{run.flows} flows in {run.seconds:.1f} s, {run.failures} failed"
+
+        else:
+            wrk_args = _wrk_args(state, args.scenario, plan, load)
+
+            def load_it() -> None:
+                result["wrk"] = run_wrk(
+                    duration=args.seconds + 2,
+                    threads=1,
+                    connections=32,
+                    cpus=load.client_cpus,
+                    **wrk_args,
+                )
 
         th = threading.Thread(target=load_it)
         th.start()
         RESULTS.mkdir(parents=True, exist_ok=True)
-        base = RESULTS / f"profile-{args.scenario}"
+        base = RESULTS / f"profile-{args.scenario}{'-wall' if args.wall else ''}"
         spy = str(VENV_BIN / "py-spy")
         assert target.proc
         pid = str(target.proc.pid)
@@ -114,7 +129,8 @@ def main() -> None:
         text = top_frames(raw.read_text())
         wrk = result.get("wrk")
         header = (
-            f"py-spy --gil profile of our {args.scenario} on {args.db}, "
+            f"py-spy {'--idle (wall clock)' if args.wall else '--gil'} profile of our "
+            f"{args.scenario} on {args.db}, "
             f"1 worker pinned, wrk 32 connections\n{wrk}\n\n"
         )
         base.with_suffix(".txt").write_text(header + text)
