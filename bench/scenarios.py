@@ -70,11 +70,18 @@ class Load:
     browsers: int
 
 
+#: Concurrent sign-in flows per server worker: enough to keep a worker busy while flows wait
+#: on the network and the database (a flow is about eight requests).
+BROWSERS_PER_WORKER = 12
+
+
 def load_for(workers: int) -> Load:
     if workers == 1:
         # Server on core 0, load generator on core 1 (separate cores, as the issue asks).
-        return Load(1, "0", "1", threads=1, connections=32, browsers=4)
-    return Load(workers, None, None, threads=2, connections=64, browsers=8)
+        return Load(1, "0", "1", threads=1, connections=32, browsers=BROWSERS_PER_WORKER)
+    return Load(
+        workers, None, None, threads=2, connections=64, browsers=BROWSERS_PER_WORKER * workers
+    )
 
 
 @dataclass
