@@ -24,6 +24,7 @@ from bench.common import RESULTS, VENV_BIN, password_hash, user_pool
 from bench.flows import UserPicker, run_flows
 from bench.loadgen import run_wrk
 from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
+from bench.seed import drop_pg_database
 from bench.targets import prepare_ours_pg, prepare_ours_sqlite
 
 
@@ -137,6 +138,8 @@ def main() -> None:
         print(header + text)
     finally:
         target.stop()
+        if args.db == "pg":
+            drop_pg_database("idp_bench_profile")
 
 
 if __name__ == "__main__":

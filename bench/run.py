@@ -39,7 +39,7 @@ from bench.scenarios import (
     probe,
     warm,
 )
-from bench.seed import seed_filler
+from bench.seed import drop_pg_database, seed_filler
 from bench.targets import Target, prepare_ours_pg, prepare_ours_sqlite, prepare_peer
 
 PORTS = {"ours-sqlite": 18101, "ours-pg": 18102, "peer": 13101, "ours-pg-scale": 18103}
@@ -265,6 +265,9 @@ def main() -> None:
     )
     parser.add_argument("--no-scale", action="store_true")
     parser.add_argument("--scale-only", action="store_true", help="only the scale runs")
+    parser.add_argument(
+        "--keep-databases", action="store_true", help="keep idp_bench and idp_bench_scale"
+    )
     parser.add_argument("--users", type=int, default=None, help="sign-in user pool size")
     parser.add_argument("--out", default=str(RESULTS / "latest"), help="results path prefix")
     args = parser.parse_args()
@@ -325,6 +328,9 @@ def main() -> None:
         results["notes"] = notes
         env["loadavg_end"] = os.getloadavg()
         report.write(results, args.out)
+        if not args.keep_databases:
+            for name in ("idp_bench", "idp_bench_scale"):
+                drop_pg_database(name)
     log(f"wrote {args.out}.md, .json, .png")
 
 

@@ -200,6 +200,18 @@ def create_pg_database(name: str) -> str:
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
+def drop_pg_database(name: str) -> None:
+    """Drop a benchmark database (at the end of a run: a million accounts take room)."""
+    import psycopg
+
+    from bench.common import PG_ADMIN_URL
+
+    if not name.replace("_", "").isalnum():
+        raise ValueError(name)
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True)
