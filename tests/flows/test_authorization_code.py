@@ -160,7 +160,10 @@ def test_userinfo_refuses_bad_tokens(live_server, app, browser) -> None:
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_token"
         assert 'Bearer error="invalid_token"' in response.headers["www-authenticate"]
-    assert httpx.get(f"{live_server.url}/userinfo").status_code == 401
+    # RFC 6750 3.1: a request with no token at all gets a challenge without an error code.
+    missing = httpx.get(f"{live_server.url}/userinfo")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
 
 
 def test_code_reuse_fails_and_revokes_the_first_tokens(live_server, app, browser) -> None:

@@ -45,6 +45,7 @@ EXPECTED: dict[str, Any] = {
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
+        "none",
     ],
     "claims_supported": [
         "sub",

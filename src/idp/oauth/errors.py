@@ -58,6 +58,15 @@ class InvalidTokenError(OAuth2Error):  # type: ignore[misc]
         return headers
 
 
+class MissingTokenError(InvalidTokenError):
+    """No bearer token at all: RFC 6750 3.1 says the challenge then carries no error code."""
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = OAuth2Error.get_headers(self)
+        headers.append(("WWW-Authenticate", "Bearer"))
+        return headers
+
+
 class InsufficientScopeError(OAuth2Error):  # type: ignore[misc]
     """The token lacks the scope the resource needs (RFC 6750 3.1)."""
 

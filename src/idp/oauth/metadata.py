@@ -35,8 +35,10 @@ TOKEN_ENDPOINT_AUTH_METHODS = (
     "private_key_jwt",
     "none",
 )
-#: Introspection (RFC 7662 2.1) and revocation (RFC 7009 2.1) need an authenticated client.
+#: Introspection (RFC 7662 2.1) needs an authenticated, confidential client.
 PROTECTED_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+#: Revocation (RFC 7009 2.1): public clients revoke their own tokens with `none`.
+REVOCATION_ENDPOINT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
 #: Algorithms accepted on `private_key_jwt` client assertions.
 CLIENT_ASSERTION_ALGS = SUPPORTED_ALGS
 CLAIMS_SUPPORTED = (
@@ -97,7 +99,7 @@ def _document(issuer: str) -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "introspection_endpoint_auth_methods_supported": list(PROTECTED_ENDPOINT_AUTH_METHODS),
         "introspection_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
-        "revocation_endpoint_auth_methods_supported": list(PROTECTED_ENDPOINT_AUTH_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(REVOCATION_ENDPOINT_AUTH_METHODS),
         "revocation_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "claims_supported": list(CLAIMS_SUPPORTED),
         "claim_types_supported": ["normal"],

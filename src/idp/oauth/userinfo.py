@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from idp.models import Account
 from idp.oauth.context import current_db
-from idp.oauth.errors import InsufficientScopeError, InvalidRequestError, InvalidTokenError
+from idp.oauth.errors import (
+    InsufficientScopeError,
+    InvalidRequestError,
+    InvalidTokenError,
+    MissingTokenError,
+)
 from idp.oauth.token_lookup import find_access_token
 
 if TYPE_CHECKING:
@@ -25,7 +30,7 @@ def bearer_token(data: RequestData) -> str:
         return value.strip()
     if len(in_form) == 1:
         return in_form[0]
-    raise InvalidTokenError("An access token is required.")
+    raise MissingTokenError("An access token is required.")
 
 
 def claims_for(account: Account, scopes: set[str]) -> dict[str, Any]:
