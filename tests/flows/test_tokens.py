@@ -185,6 +185,27 @@ def test_public_client_with_pkce_and_no_secret(live_server, browser) -> None:
         data={"token": token["access_token"], "client_id": app.client_id},
     )
     assert response.json()["error"] == "invalid_client"
+    # It can revoke its own refresh token with `none` (RFC 7009 2.1), never another's.
+    other = register_client(live_server, client_id="native-2", public=True)
+    foreign = httpx.post(
+        f"{live_server.url}/revoke",
+        data={"token": rotated["refresh_token"], "client_id": other.client_id},
+    )
+    assert foreign.status_code == 400
+    revoked = httpx.post(
+        f"{live_server.url}/revoke",
+        data={"token": rotated["refresh_token"], "client_id": app.client_id},
+    )
+    assert revoked.status_code == 200
+    again = httpx.post(
+        f"{live_server.url}/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": rotated["refresh_token"],
+            "client_id": app.client_id,
+        },
+    )
+    assert again.json()["error"] == "invalid_grant"
 
 
 def private_key_client(server: LiveServer) -> tuple[RegisteredClient, RSAKey]:
