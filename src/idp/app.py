@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from idp.crypto import Encryptor
 from idp.db import make_engine, make_session_factory
 from idp.settings import Settings
+
+log = logging.getLogger("idp")
 
 
 @dataclass
@@ -46,12 +53,36 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        lifespan=_lifespan,
     )
     app.state.services = services
     _add_web_security_and_static(app, services.settings)
     app.include_router(health.router)
     _include_optional_routers(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(warm_up, app.state.services)
+    yield
+
+
+def warm_up(services: Services) -> None:
+    """Make the signing keys on first start and load them, with the protocol server, before
+    the first request. A database that is down or not migrated is left to `/readyz`."""
+    from idp import migrations
+    from idp.oauth.keyring import get_keyring
+    from idp.oauth.server import get_oauth_server
+
+    try:
+        if not migrations.is_at_head(services.engine):
+            log.warning("database is not migrated: run `idp migrate`")
+            return
+        get_keyring(services)
+        get_oauth_server(services)
+    except SQLAlchemyError as exc:
+        log.warning("database unavailable at start-up: %s", exc.__class__.__name__)
 
 
 def _add_web_security_and_static(app: FastAPI, settings: Settings) -> None:
