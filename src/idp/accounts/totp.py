@@ -22,7 +22,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.accounts import audit
 from idp.accounts.revocation import revoke_account_access
-from idp.admin.savepoints import savepoint
 from idp.crypto import Encryptor
 from idp.models import Account, TotpCredential
 
@@ -219,7 +218,7 @@ def confirm_enrolment(
         created_at=now,
     )
     try:
-        with savepoint(db):
+        with db.begin_nested():
             db.add(credential)
     except IntegrityError as exc:
         raise AlreadyEnrolled(account_id) from exc

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from idp.accounts.audit import record
 from idp.admin import client_metadata as meta
 from idp.admin.client_metadata import InvalidClientMetadata, InvalidRedirectUri
-from idp.admin.savepoints import savepoint
 from idp.crypto import new_token, token_digest
 from idp.models import Client
 
@@ -122,7 +121,7 @@ def create_client(
         secret = new_token()
         client.client_secret_hash = token_digest(secret)
     try:
-        with savepoint(db):
+        with db.begin_nested():
             db.add(client)
             db.flush()
     except IntegrityError as exc:

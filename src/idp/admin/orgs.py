@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idp.admin.savepoints import savepoint
 from idp.models import Account, GlobalRole, Organisation, OrgRole
 
 MAX_ORG_NAME = 200
@@ -43,7 +42,7 @@ def get_or_create_org(db: Session, *, name: str) -> Organisation:
         return existing
     org = Organisation(name=cleaned)
     try:
-        with savepoint(db):
+        with db.begin_nested():
             db.add(org)
             db.flush()
     except IntegrityError:

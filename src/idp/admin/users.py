@@ -19,7 +19,6 @@ from idp.accounts.audit import record
 from idp.accounts.emails import EmailAddress, InvalidEmail, parse_email
 from idp.accounts.passwords import check_password_policy, hash_password
 from idp.admin.orgs import clean_org_name, get_or_create_org
-from idp.admin.savepoints import savepoint
 from idp.models import (
     Account,
     BrowserSession,
@@ -78,7 +77,7 @@ def _flush_unique_email(db: Session, address: EmailAddress, *, add: Account | No
     pending changes before making this one, so only ours are inside the savepoint.
     """
     try:
-        with savepoint(db):
+        with db.begin_nested():
             if add is not None:
                 db.add(add)
             db.flush()
