@@ -186,12 +186,18 @@ def measure(state: TargetState, scenario: str, load: Load, plan: Plan, rnd: int)
         m.status, m.note = "skipped", state.unavailable[scenario]
         return m
     try:
+        waited = settle(state)
         if scenario == "signin":
             _measure_signin(state, load, plan, m)
         else:
             _measure_wrk(state, scenario, load, plan, m)
     except Exception as exc:
         m.status, m.note = "failed", f"{type(exc).__name__}: {exc}"[:300]
+        return m
+    m.extra["settle_s"] = round(waited, 2)
+    if waited > 2:
+        note = f"waited {waited:.0f} s for the previous run's requests to drain"
+        m.note = f"{m.note}; {note}" if m.note else note
     return m
 
 
@@ -322,5 +328,27 @@ def warm(state: TargetState, scenario: str, load: Load, plan: Plan) -> None:
     )
 
 
-def settle() -> None:
-    time.sleep(0.3)
+def settle(state: TargetState, limit: float = 45.0) -> float:
+    """Wait until the target answers a database-backed request promptly again: requests
+    of the previous run may still be queued in the server (on SQLite, waiting for the write
+    lock) after wrk has hung up, and must not slow the next measurement. Returns the wait."""
+    t = state.target
+    started = time.perf_counter()
+    with httpx.Client(timeout=limit) as http:
+        while time.perf_counter() - started < limit:
+            t0 = time.perf_counter()
+            try:
+                if "client_credentials" not in state.unavailable:
+                    http.post(
+                        t.url("token"),
+                        data={"grant_type": "client_credentials"},
+                        headers={"Authorization": state.auth},
+                    )
+                else:
+                    http.get(t.url("discovery"))
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - t0 < 0.5:
+                break
+    time.sleep(0.2)
+    return time.perf_counter() - started
