@@ -235,21 +235,32 @@ def run_matrix(
     }
 
 
+def scale_dbname(size: int) -> str:
+    return f"idp_bench_scale_{size}"
+
+
 def run_scale(
     users: list[Any], plan: Plan, sizes: list[int], pw: str, scenarios: list[str]
 ) -> dict[str, Any]:
-    """Our provider on PostgreSQL with `sizes` accounts: same scenarios, 1 worker, pinned."""
-    out: dict[str, Any] = {"sizes": {}}
+    """Our provider on PostgreSQL with each of `sizes` accounts (one database and one
+    server per size), measured alternately like the main matrix: 1 worker, pinned."""
     users = users[: min(len(users), *sizes)]  # every size counts all accounts, pool included
-    target = prepare_ours_pg(
-        "ours-pg-scale", PORTS["ours-pg-scale"], users, pw, dbname="idp_bench_scale"
-    )
-    for size in sizes:
+    targets, seeded = [], {}
+    for i, size in enumerate(sizes):
+        label = f"ours-pg-{size}"
+        t = prepare_ours_pg(label, PORTS["ours-pg-scale"] + i, users, pw, dbname=scale_dbname(size))
         log(f"scale: seeding {size:,} accounts")
-        took = seed_filler(target.database_url or "", max(0, size - len(users)), pw)
-        log(f"scale: seeded in {took:.1f} s")
-        res = run_matrix([target], users, 1, plan, scenarios)
-        out["sizes"][str(size)] = {"seed_seconds": took, **res}
+        seeded[size] = seed_filler(t.database_url or "", max(0, size - len(users)), pw)
+        log(f"scale: seeded in {seeded[size]:.1f} s")
+        targets.append(t)
+    res = run_matrix(targets, users, 1, plan, scenarios)
+    out: dict[str, Any] = {"alternated": True, "matrix": res, "sizes": {}}
+    for size, t in zip(sizes, targets, strict=True):
+        out["sizes"][str(size)] = {
+            "seed_seconds": seeded[size],
+            "servers": {"ours-pg-scale": res["servers"][t.label]},
+            "medians": {sc: {"ours-pg-scale": per[t.label]} for sc, per in res["medians"].items()},
+        }
     return out
 
 
@@ -266,7 +277,7 @@ def main() -> None:
     parser.add_argument("--no-scale", action="store_true")
     parser.add_argument("--scale-only", action="store_true", help="only the scale runs")
     parser.add_argument(
-        "--keep-databases", action="store_true", help="keep idp_bench and idp_bench_scale"
+        "--keep-databases", action="store_true", help="keep idp_bench and idp_bench_scale_*"
     )
     parser.add_argument("--users", type=int, default=None, help="sign-in user pool size")
     parser.add_argument("--out", default=str(RESULTS / "latest"), help="results path prefix")
@@ -329,7 +340,7 @@ def main() -> None:
         env["loadavg_end"] = os.getloadavg()
         report.write(results, args.out)
         if not args.keep_databases:
-            for name in ("idp_bench", "idp_bench_scale"):
+            for name in ("idp_bench", *(scale_dbname(n) for n in sizes)):
                 drop_pg_database(name)
     log(f"wrote {args.out}.md, .json, .png")
 
