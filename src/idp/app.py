@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from idp.crypto import Encryptor
-from idp.db import make_engine, make_session_factory
+from idp.db import make_engine, make_session_factory, read_only
 from idp.settings import Settings
 
 log = logging.getLogger("idp")
@@ -27,6 +27,7 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     encryptor: Encryptor
     extras: dict[str, object] = field(default_factory=dict)
 
@@ -38,6 +39,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
+        read_sessions=make_session_factory(read_only(engine)),
         encryptor=Encryptor(settings.encryption_keyring),
     )
 

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+SQLITE_BEGIN_OPTION = "idp_sqlite_begin"
+
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
     """Create an engine; for SQLite, make the folder and turn on WAL and foreign keys."""
@@ -48,7 +50,16 @@ def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
     # writes fails at once with "database is locked" when another writer got there first
     # (SQLite cannot wait on a lock upgrade); an immediate one waits its turn (busy_timeout).
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read-only work runs on `read_only(engine)`: a deferred transaction reads a WAL
+    # snapshot without the write lock, so it neither waits for writers nor, inside a
+    # request that holds the lock, for its own thread.
+    mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine, for work that only reads (deferred transactions on SQLite)."""
+    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

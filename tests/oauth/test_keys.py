@@ -478,3 +478,29 @@ def test_a_failing_recheck_keeps_the_loaded_keys(tmp_path: Path, clock: Clock) -
             keyring.refresh()
     finally:
         process.engine.dispose()
+
+
+def test_a_recheck_inside_a_writing_request_does_not_wait_for_its_own_lock(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a request holds the write lock (BEGIN IMMEDIATE) when the keyring's periodic
+    re-check runs in the same thread; the re-check only reads, so it must not queue for
+    that lock (it used to wait out the 30 s busy timeout)."""
+    services = build_services(Settings(database_url=f"sqlite:///{tmp_path / 'idp.sqlite3'}"))
+    migrations.upgrade(services.engine)
+    try:
+        ring = get_keyring(services)
+        with services.sessions() as db, db.begin():
+            db.execute(text("UPDATE signing_keys SET kid = kid"))  # holds the write lock
+            done = threading.Event()
+
+            def recheck() -> None:
+                ring.refresh(force=True)
+                done.set()
+
+            worker = threading.Thread(target=recheck, daemon=True)
+            worker.start()
+            assert done.wait(timeout=5), "the re-check queued behind the request's lock"
+        assert ring.signing_key("RS256").kid
+    finally:
+        services.engine.dispose()

@@ -88,8 +88,11 @@ class KeyRing:
         now: Clock = utcnow,
         recheck_seconds: float = 5.0,
         unknown_kid_recheck_seconds: float = 1.0,
+        read_sessions: sessionmaker[Session] | None = None,
     ) -> None:
         self._sessions = sessions
+        # Re-checks only read, and may run inside a request that holds SQLite's write lock.
+        self._read_sessions = read_sessions or sessions
         self._encryptor = encryptor
         self._now = now
         self._recheck = dt.timedelta(seconds=recheck_seconds)
@@ -187,7 +190,7 @@ class KeyRing:
 
     def _refresh_locked(self, *, force: bool) -> bool:
         now = self._now()
-        with self._sessions() as db:
+        with self._read_sessions() as db:
             fingerprint = _fingerprint(db, now)
             if not force and fingerprint == self._snapshot.fingerprint:
                 self._snapshot = _Snapshot(self._snapshot.keys, fingerprint, now)
@@ -196,7 +199,7 @@ class KeyRing:
         return True
 
     def _load(self, now: dt.datetime) -> _Snapshot:
-        with self._sessions() as db:
+        with self._read_sessions() as db:
             fingerprint = _fingerprint(db, now)
             rows = db.scalars(
                 select(SigningKey).where(_live(now)).order_by(SigningKey.alg, SigningKey.seq)
@@ -263,7 +266,7 @@ def get_keyring(services: Services) -> KeyRing:
         existing = services.extras.get("keyring")
         if isinstance(existing, KeyRing):
             return existing
-        ring = KeyRing(services.sessions, services.encryptor)
+        ring = KeyRing(services.sessions, services.encryptor, read_sessions=services.read_sessions)
         ring.ensure_keys()
         services.extras["keyring"] = ring
         return ring

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from idp import migrations
+from idp.db import read_only
 from idp.web.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
@@ -22,7 +23,7 @@ def healthz() -> dict[str, str]:
 def readyz(services: ServicesDep) -> JSONResponse:
     """The database is reachable and migrated to the newest revision."""
     try:
-        ready = migrations.is_at_head(services.engine)
+        ready = migrations.is_at_head(read_only(services.engine))
     except SQLAlchemyError:
         return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, 503)
     if not ready:
