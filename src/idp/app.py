@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.state.services = services
     _add_web_security_and_static(app, services.settings)
+    _add_fast_documents(app, services)
     app.include_router(health.router)
     _include_optional_routers(app)
     return app
@@ -93,6 +94,13 @@ def _add_web_security_and_static(app: FastAPI, settings: Settings) -> None:
 
     security.install(app, hsts=settings.secure_cookies)
     static_files.mount(app)
+
+
+def _add_fast_documents(app: FastAPI, services: Services) -> None:
+    """Discovery and the JWKS answered in front of everything (idp.web.fast_documents)."""
+    from idp.web import fast_documents
+
+    fast_documents.install(app, services)
 
 
 def _include_optional_routers(app: FastAPI) -> None:

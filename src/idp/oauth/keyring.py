@@ -139,6 +139,20 @@ class KeyRing:
         self._maybe_refresh()
         return self._current_published().jwks_bytes
 
+    def refresh_due(self) -> bool:
+        """Whether the periodic re-check is due (no database access: safe on the loop)."""
+        now = self._now()
+        checked = self._snapshot.checked_at
+        return not checked <= now < checked + self._recheck
+
+    def maybe_refresh(self) -> None:
+        """Run the periodic re-check if it is due (reads the database: not on the loop)."""
+        self._maybe_refresh()
+
+    def jwks_bytes_loaded(self) -> bytes:
+        """The JWKS of the keys loaded now, without a re-check (see `refresh_due`)."""
+        return self._current_published().jwks_bytes
+
     def jwks(self) -> dict[str, Any]:
         """The JWKS document as a dict."""
         document: dict[str, Any] = json.loads(self.jwks_bytes())
@@ -159,9 +173,7 @@ class KeyRing:
     # -- internals -----------------------------------------------------------------------
 
     def _maybe_refresh(self) -> None:
-        now = self._now()
-        checked = self._snapshot.checked_at
-        if checked <= now < checked + self._recheck:
+        if not self.refresh_due():
             return
         # Another thread already checking: keep serving the current snapshot.
         if self._lock.acquire(blocking=False):

@@ -16,6 +16,9 @@ from idp.oauth.metadata import (
 from idp.web.deps import ServicesDep, SettingsDep
 
 router = APIRouter(tags=["discovery"])
+# GET requests for these documents are answered in front of the app by
+# `idp.web.fast_documents`, with the same headers; these routes remain the reference (and
+# serve the JWKS while the keyring is not loaded yet).
 
 #: The metadata changes only with a deployment.
 DISCOVERY_CACHE_CONTROL = "public, max-age=3600"
@@ -26,7 +29,7 @@ DISCOVERY_CACHE_CONTROL = "public, max-age=3600"
 #: (`idp keys rotate` warns when the delay is shorter.)
 JWKS_CACHE_CONTROL = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
 
-_PUBLIC_HEADERS = {
+PUBLIC_HEADERS = {
     # Public documents: browser-based relying parties may read them from any origin.
     "Access-Control-Allow-Origin": "*",
     "X-Content-Type-Options": "nosniff",
@@ -48,7 +51,8 @@ async def oauth_authorization_server(settings: SettingsDep) -> Response:
 @router.get(JWKS_PATH)
 def jwks(services: ServicesDep) -> Response:
     """RFC 7517 section 5: the public signing keys (sync: a periodic key re-check may
-    touch the database, which must not block the event loop)."""
+    touch the database, which must not block the event loop). GET requests are normally
+    answered by `idp.web.fast_documents` before they reach this route."""
     return _json(get_keyring(services).jwks_bytes(), JWKS_CACHE_CONTROL)
 
 
@@ -56,5 +60,5 @@ def _json(body: bytes, cache_control: str) -> Response:
     return Response(
         content=body,
         media_type="application/json",
-        headers={"Cache-Control": cache_control, **_PUBLIC_HEADERS},
+        headers={"Cache-Control": cache_control, **PUBLIC_HEADERS},
     )

@@ -85,6 +85,22 @@ def content_security_policy(form_action_sources: list[str] | tuple[str, ...] = (
     return f"{BASE_CSP}; form-action {form_action}"
 
 
+def security_headers(
+    *, hsts: bool, form_action_sources: tuple[str, ...] = ()
+) -> list[tuple[str, str]]:
+    """The headers every response gets (HTML responses also get `Cache-Control`)."""
+    headers = [
+        ("Content-Security-Policy", content_security_policy(form_action_sources)),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if hsts:
+        headers.append(("Strict-Transport-Security", HSTS_VALUE))
+    return headers
+
+
 class SecurityHeadersMiddleware:
     """Adds the security headers above to every HTTP response."""
 
@@ -110,13 +126,8 @@ class SecurityHeadersMiddleware:
         extra = state.get(FORM_ACTION_STATE_KEY, ()) if isinstance(state, dict) else ()
         # Checked again here, in case a route set the state by hand: never inject into CSP.
         sources = tuple(s for s in extra if _is_source(s))
-        headers["Content-Security-Policy"] = content_security_policy(sources)
-        headers["Referrer-Policy"] = "no-referrer"
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["X-Frame-Options"] = "DENY"
-        headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        if self.hsts:
-            headers["Strict-Transport-Security"] = HSTS_VALUE
+        for name, value in security_headers(hsts=self.hsts, form_action_sources=sources):
+            headers[name] = value
         if headers.get("content-type", "").startswith("text/html"):
             headers["Cache-Control"] = "no-store"
 
