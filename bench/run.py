@@ -151,6 +151,10 @@ def start_targets(targets: list[Target], load: Load, plan: Plan) -> dict[str, di
     """Start each target (`ready_samples` times, keeping the last one up)."""
     info: dict[str, dict[str, Any]] = {}
     for t in targets:
+        if not t.database_exists() and t.reprepare is not None:
+            log(f"  {t.label}: its database is gone (dropped by someone else?); making it again")
+            t.reprepare()
+            PICKERS.pop(t.label, None)  # a fresh database has fresh TOTP replay state
         readies = []
         for i in range(plan.ready_samples):
             readies.append(t.start(load.workers, load.server_cpus))

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class Target:
     meta: dict[str, Any] = field(default_factory=dict)
     log_path: Path | None = None
     workers: int = 1
+    reprepare: Callable[[], None] | None = None
 
     @property
     def base(self) -> str:
@@ -163,6 +165,20 @@ class Target:
             return self.database_url.rsplit("/", 1)[-1]
         return None
 
+    def database_exists(self) -> bool:
+        """False when this target's PostgreSQL database is gone (the machine is shared:
+        someone may drop it); always True for the others."""
+        name = self.pg_dbname
+        if not name:
+            return True
+        import psycopg
+
+        from bench.common import PG_ADMIN_URL
+
+        with psycopg.connect(PG_ADMIN_URL) as conn:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        return row is not None
+
     def db_cpu(self) -> dict[int, float]:
         """CPU seconds of the PostgreSQL backends of this target (empty for others)."""
         name = self.pg_dbname
@@ -202,15 +218,23 @@ def _flush_redis(db: int) -> None:
 # ---------------------------------------------------------------------- preparation
 def prepare_ours_sqlite(label: str, port: int, users: list[BenchUser], pw_hash: str) -> Target:
     db = VAR / f"{label}.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
+    for old in VAR.glob(f"{label}.sqlite3*"):  # with -wal, -shm and the throttle's sidecar
+        old.unlink()
     return _prepare_ours(label, port, f"sqlite:///{db}", users, pw_hash)
 
 
 def prepare_ours_pg(
     label: str, port: int, users: list[BenchUser], pw_hash: str, *, dbname: str = "idp_bench"
 ) -> Target:
-    return _prepare_ours(label, port, create_pg_database(dbname), users, pw_hash)
+    target = _prepare_ours(label, port, create_pg_database(dbname), users, pw_hash)
+
+    def again() -> None:
+        fresh = _prepare_ours(label, port, create_pg_database(dbname), users, pw_hash)
+        target.client, target.database_url = fresh.client, fresh.database_url
+        target.notes.append(f"database {dbname} vanished during the run and was made again")
+
+    target.reprepare = again
+    return target
 
 
 def _prepare_ours(label: str, port: int, url: str, users: list[BenchUser], pw_hash: str) -> Target:
