@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,6 +19,14 @@ from idp.db import make_engine, make_session_factory, read_only
 from idp.settings import Settings
 
 log = logging.getLogger("idp")
+
+#: Worker threads that run the synchronous work of requests (Authlib, database) in each
+#: process: anyio's default is 40. More threads than the database pool has connections
+#: only queue on the pool (and cost memory); fewer leave the database idle.
+REQUEST_THREADS = 16
+#: Connections of the request pool: one per request thread, plus a margin for the
+#: occasional second session of a request (the keyring's re-check).
+POOL_SIZE = REQUEST_THREADS + 4
 
 
 @dataclass
@@ -34,7 +43,7 @@ class Services:
 
 def build_services(settings: Settings, engine: Engine | None = None) -> Services:
     """Create the engine, session factory and crypto for `settings`."""
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, pool_size=POOL_SIZE)
     return Services(
         settings=settings,
         engine=engine,
@@ -67,6 +76,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
     await run_in_threadpool(warm_up, app.state.services)
     yield
 

@@ -12,14 +12,32 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BEGIN_OPTION = "idp_sqlite_begin"
+#: Server-side connections are recycled after this many seconds, so none outlives a
+#: server's or proxy's idle timeout. Instead of `pool_pre_ping`, which costs a round trip
+#: on every checkout (bench/README.md, profiles): a connection that dies otherwise
+#: (database restart) fails one request and is then discarded by the pool.
+POOL_RECYCLE_SECONDS = 1800
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """Create an engine; for SQLite, make the folder and turn on WAL and foreign keys."""
+def make_engine(database_url: str, *, pool_size: int | None = None, **kwargs: Any) -> Engine:
+    """Create an engine; for SQLite, make the folder and turn on WAL and foreign keys.
+
+    `pool_size` is the number of connections kept open (the serving process passes its
+    request threads, `idp.app.REQUEST_THREADS`, plus a margin): connections beyond the
+    pool are opened and closed per use, which is what made a busy server slow.
+    """
     url = make_url(database_url)
+    if pool_size is not None:
+        kwargs.setdefault("pool_size", pool_size)
+        kwargs.setdefault("max_overflow", max(2, pool_size // 4))
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        in_memory = not url.database or url.database == ":memory:"
+        if in_memory:
+            # One connection per thread (SQLAlchemy's SingletonThreadPool): no pool size.
+            kwargs.pop("pool_size", None)
+            kwargs.pop("max_overflow", None)
+        else:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
@@ -28,7 +46,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
     return create_engine(url, **kwargs)
 
 

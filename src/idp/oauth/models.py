@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from idp.crypto import digests_equal, token_digest
 from idp.models import AuthorizationCode, Client
+from idp.oauth.client_cache import ClientSnapshot
 
 #: Scopes about a person: meaningless without one, so never granted to client_credentials.
 USER_SCOPES = frozenset({"openid", "email", "profile", "offline_access"})
@@ -61,11 +62,11 @@ def split_scope(scope: str | None) -> list[str]:
 
 
 class OAuthClient:
-    """A registered client as Authlib sees it."""
+    """A registered client as Authlib sees it, over an immutable snapshot of its row."""
 
-    def __init__(self, row: Client) -> None:
-        self.row = row
-        self.client_id = row.client_id
+    def __init__(self, row: Client | ClientSnapshot) -> None:
+        self.row = row if isinstance(row, ClientSnapshot) else ClientSnapshot.of(row)
+        self.client_id = self.row.client_id
 
     def get_client_id(self) -> str:
         return self.row.client_id

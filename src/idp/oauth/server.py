@@ -27,9 +27,10 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from idp.models import Client, utcnow
+from idp.models import utcnow
 from idp.oauth import grants, store, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
+from idp.oauth.client_cache import ClientCache
 from idp.oauth.context import bound_db, current_db
 from idp.oauth.errors import InvalidRequestError, json_error
 from idp.oauth.introspection import Introspection
@@ -129,12 +130,20 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
 class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """Authlib's server wired to our database, keys, clock and grants."""
 
-    def __init__(self, services: Services, *, now: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        now: Callable[[], dt.datetime] = utcnow,
+        clients: ClientCache | None = None,
+    ) -> None:
         super().__init__(scopes_supported=None)
         self.services = services
         self.settings = services.settings
         #: The clock; tests replace it to expire codes and tokens without sleeping.
         self.now = now
+        #: Registered clients, held for a few seconds (see `idp.oauth.client_cache`).
+        self.clients = clients or ClientCache()
         self.token_settings = tokens.TokenSettings(
             issuer=self.settings.issuer,
             access_token_seconds=self.settings.access_token_seconds,
@@ -165,8 +174,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> OAuthClient | None:
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
-        row = current_db().get(Client, client_id)
-        return OAuthClient(row) if row is not None else None
+        snapshot = self.clients.get(current_db(), client_id)
+        return OAuthClient(snapshot) if snapshot is not None else None
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         refresh = token.get("refresh_token")
