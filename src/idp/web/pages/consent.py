@@ -43,15 +43,10 @@ def show_consent(request: Request, services: ServicesDep, tx: str = "") -> Respo
     """What the app asks to use, with Allow and Cancel."""
     now = clock(request)
     with services.sessions.begin() as db:
-        row, problem = transactions.load(db, tx=tx, now=now)
-        client = transactions.client_of(db, row) if row else None
-        if row is None or problem is not None:
-            return rendering.problem_page(
-                request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
-            )
-        elsewhere = transactions.redirect_for_stage(row, tx, here=HERE)
-        if elsewhere is not None:
-            return see_other(elsewhere)
+        opened = rendering.guard_get(request, db, tx=tx, here=HERE, now=now)
+        if isinstance(opened, Response):
+            return opened
+        row, client = opened
         scopes = str((row.params or {}).get("scope") or "openid").split()
         return rendering.page(
             request,

@@ -75,15 +75,10 @@ def _long_date(day: dt.date) -> str:
 def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -> Response:
     now = clock(request)
     with services.sessions.begin() as db:
-        row, problem = transactions.load(db, tx=tx, now=now)
-        client = transactions.client_of(db, row) if row else None
-        if row is None or problem is not None:
-            return rendering.problem_page(
-                request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
-            )
-        elsewhere = transactions.redirect_for_stage(row, tx, here=here)
-        if elsewhere is not None:
-            return see_other(elsewhere)
+        opened = rendering.guard_get(request, db, tx=tx, here=here, now=now)
+        if isinstance(opened, Response):
+            return opened
+        row, client = opened
         assert row.account_id is not None
         moved = _match_stage_to_authenticator(db, row)
         if moved is not None:

@@ -6,10 +6,13 @@ and the support contact (issue 4 point 7); forms carry the transaction's CSRF to
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 
 from idp.models import Client, LoginTransaction
 from idp.web.pages import transactions
@@ -101,3 +104,20 @@ def problem_page(
         },
         status_code=status_code,
     )
+
+
+def guard_get(
+    request: Request, db: Session, *, tx: str, here: Collection[str], now: dt.datetime
+) -> tuple[LoginTransaction, Client | None] | Response:
+    """The transaction a page may show, with its client; or the problem page for an unusable
+    transaction, or the 303 to the page of the transaction's current stage."""
+    row, problem = transactions.load(db, tx=tx, now=now)
+    client = transactions.client_of(db, row) if row else None
+    if row is None or problem is not None:
+        return problem_page(
+            request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
+        )
+    elsewhere = transactions.redirect_for_stage(row, tx, here=here)
+    if elsewhere is not None:
+        return transactions.see_other(elsewhere)
+    return row, client

@@ -47,15 +47,10 @@ def show_signin(request: Request, services: ServicesDep, tx: str = "") -> Respon
     """The email address and password form."""
     now = clock(request)
     with services.sessions.begin() as db:
-        row, problem = transactions.load(db, tx=tx, now=now)
-        client = transactions.client_of(db, row) if row else None
-        if row is None or problem is not None:
-            return rendering.problem_page(
-                request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
-            )
-        elsewhere = transactions.redirect_for_stage(row, tx, here={"password"})
-        if elsewhere is not None:
-            return see_other(elsewhere)
+        opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
+        if isinstance(opened, Response):
+            return opened
+        row, client = opened
         error = transactions.take_error(row)
         hint = str((row.params or {}).get("login_hint") or "")
         return rendering.page(
