@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -198,6 +198,47 @@ def find_refresh_token(db: Session, *, token: str) -> RefreshFound | None:
     return RefreshFound(token=row, grant=grant, account_disabled=disabled_at is not None)
 
 
+_CLAIMABLE = (
+    RefreshToken.token_hash == bindparam("b_token_hash"),
+    RefreshToken.client_id == bindparam("b_client_id"),
+    RefreshToken.rotated_at.is_(None),
+    RefreshToken.revoked_at.is_(None),
+    RefreshToken.expires_at > bindparam("b_now"),
+    Grant.id == RefreshToken.grant_id,
+    Grant.revoked_at.is_(None),
+    Grant.expires_at > bindparam("b_now"),
+    Account.id == Grant.account_id,
+    Account.disabled_at.is_(None),
+)
+_CLAIM = (
+    update(RefreshToken)
+    .where(*_CLAIMABLE)
+    .values(rotated_at=bindparam("b_now"))
+    .execution_options(synchronize_session=False)
+)
+#: PostgreSQL: the token and its grant in one statement (UPDATE ... FROM ... RETURNING).
+_CLAIM_WITH_GRANT = _CLAIM.returning(RefreshToken, Grant)
+#: SQLite's RETURNING may not name the joined tables: the token only.
+_CLAIM_TOKEN = _CLAIM.returning(RefreshToken)
+
+
+def claim_refresh_token(
+    db: Session, *, token: str, client_id: str, now: dt.datetime
+) -> tuple[RefreshToken, Grant] | None:
+    """The hot path of a refresh: mark the token used (compare-and-set) and return it with
+    its grant, in one statement, when it is usable: this client's, not used, revoked or
+    expired, and its grant live and unexpired, its account enabled. None otherwise; then
+    `find_refresh_token` tells why (a reuse must revoke the grant) and nothing changed."""
+    params = {"b_token_hash": token_digest(token), "b_client_id": client_id, "b_now": now}
+    if db.get_bind().dialect.name == "sqlite":
+        # Claim, then read the grant (an in-process call, not a network round trip).
+        row = db.scalars(_CLAIM_TOKEN, params).one_or_none()
+        grant = db.get(Grant, row.grant_id) if row is not None else None
+        return (row, grant) if row is not None and grant is not None else None
+    found = db.execute(_CLAIM_WITH_GRANT, params).one_or_none()
+    return (found[0], found[1]) if found is not None else None
+
+
 def rotate_refresh_token(db: Session, *, token_hash: str, now: dt.datetime) -> bool:
     """Mark a refresh token used; False when it already was (a replay)."""
     result = db.execute(
@@ -253,11 +294,23 @@ def revoke_access_token(db: Session, *, jti: str, expires_at: dt.datetime) -> No
         db.flush()
 
 
+# Built once: constructing a statement cost more CPU than running it (profile of
+# introspection); the values travel as bound parameters.
+_JTI_REVOKED = exists().where(RevokedAccessToken.jti == bindparam("jti"))
+_ACCESS_TOKEN_REVOKED = select(
+    _JTI_REVOKED,
+    exists().where(Grant.id == bindparam("grant_id"), Grant.revoked_at.is_(None)),
+)
+_ACCESS_TOKEN_JTI_REVOKED = select(_JTI_REVOKED)
+
+
 def access_token_revoked(db: Session, *, jti: str, grant_id: str | None) -> bool:
-    """True when the access token, or the grant it came from, has been revoked."""
-    if db.get(RevokedAccessToken, jti) is not None:
-        return True
-    return grant_id is not None and not grant_is_live(db, grant_id=grant_id)
+    """True when the access token, or the grant it came from, has been revoked (or the
+    grant is gone). One statement: both primary-key look-ups together."""
+    if grant_id is None:
+        return bool(db.scalar(_ACCESS_TOKEN_JTI_REVOKED, {"jti": jti}))
+    revoked, live = db.execute(_ACCESS_TOKEN_REVOKED, {"jti": jti, "grant_id": grant_id}).one()
+    return bool(revoked) or not live
 
 
 def use_client_assertion(db: Session, *, client_id: str, jti: str, expires_at: dt.datetime) -> bool:

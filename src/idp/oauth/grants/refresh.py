@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
+from idp.models import Grant, RefreshToken
 from idp.oauth import store
 from idp.oauth.context import current_db
 from idp.oauth.grants.base import TOKEN_AUTH_METHODS
@@ -28,6 +30,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if not value:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
         db, now = current_db(), self.server.now()
+        claimed = store.claim_refresh_token(
+            db, token=value, client_id=client.get_client_id(), now=now
+        )
+        if claimed is not None:  # the usual case: one statement
+            return self._rotated(*claimed, now=now)
+        # Not usable: read it to tell why (nothing was changed).
         found = store.find_refresh_token(db, token=value)
         if found is None or found.token.client_id != client.get_client_id():
             # Another client's token is not even looked at further: no rotation, no
@@ -45,10 +53,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             or grant.expires_at <= now
         ):
             raise InvalidGrantError("The refresh token is invalid.")
-        if not store.rotate_refresh_token(db, token_hash=row.token_hash, now=now):
-            # Lost a race with a concurrent use of the same token: treat as reuse.
-            store.revoke_grant(db, grant_id=grant.id, now=now, reason="refresh_token_reused")
-            raise InvalidGrantError("The refresh token has already been used.")
+        # Usable now, yet the claim failed: a concurrent use of the same token won the
+        # compare-and-set between the two statements. Treat as reuse.
+        store.revoke_grant(db, grant_id=grant.id, now=now, reason="refresh_token_reused")
+        raise InvalidGrantError("The refresh token has already been used.")
+
+    def _rotated(self, row: RefreshToken, grant: Grant, *, now: dt.datetime) -> TokenRecord:
         self._subject = store.subject_of(grant)
         return TokenRecord(
             kind="refresh_token",

@@ -1,0 +1,87 @@
+"""How many SQL statements the hot token paths send (issue 5: one round trip where one
+suffices). A count that grows is a performance regression; these fail on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from tests.conftest import LiveServer
+from tests.flows.oidc import RegisteredClient, register_client, register_person, signed_in_browser
+from tests.flows.test_tokens import introspect, pkce_client, refresh, tokens_for
+
+
+@contextmanager
+def statements(server: LiveServer) -> Iterator[list[str]]:
+    """Every statement the server's engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    engine = server.services.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def app(live_server: LiveServer) -> RegisteredClient:
+    return register_client(live_server, client_id="web-app")
+
+
+@pytest.fixture
+def browser(live_server: LiveServer) -> httpx.Client:
+    return signed_in_browser(live_server, register_person(live_server))
+
+
+def _no_begin(sent: list[str]) -> list[str]:
+    # SQLite's explicit BEGIN (idp.db) is a statement on the connection, not a round trip
+    # to a server: leave it out so both backends count the same.
+    return [s for s in sent if s != "BEGIN"]
+
+
+def test_refresh_rotation_statements(live_server, app, browser) -> None:
+    first = tokens_for(live_server, pkce_client(live_server, app), browser)
+    refresh(live_server, app, first["refresh_token"])  # the client is cached now
+    second = tokens_for(live_server, pkce_client(live_server, app), browser)
+    with statements(live_server) as sent:
+        assert refresh(live_server, app, second["refresh_token"]).status_code == 200
+    # Find-and-rotate in one UPDATE ... RETURNING; insert the new token. SQLite's
+    # RETURNING cannot name the grant: it reads it apart (in-process, no round trip).
+    if live_server.services.engine.dialect.name == "sqlite":
+        assert _no_begin(sent) == ["UPDATE", "SELECT", "INSERT"]
+    else:
+        assert _no_begin(sent) == ["UPDATE", "INSERT"]
+
+
+def test_access_token_introspection_statements(live_server, app, browser) -> None:
+    token = tokens_for(live_server, pkce_client(live_server, app), browser)
+    introspect(live_server, app, token["access_token"])  # the client is cached now
+    with statements(live_server) as sent:
+        assert introspect(live_server, app, token["access_token"])["active"] is True
+    # One read for the revoked jti and the grant's revocation together.
+    assert _no_begin(sent) == ["SELECT"]
+
+
+def test_client_credentials_statements(live_server) -> None:
+    machine = register_client(live_server, grant_types=["client_credentials"], scope="reports:read")
+
+    def token() -> httpx.Response:
+        return httpx.post(
+            f"{live_server.url}/token",
+            data={"grant_type": "client_credentials"},
+            auth=(machine.client_id, machine.client_secret or ""),
+        )
+
+    assert token().status_code == 200
+    with statements(live_server) as sent:
+        assert token().status_code == 200
+    assert _no_begin(sent) == []  # the cached client; nothing is stored
