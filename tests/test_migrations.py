@@ -58,3 +58,32 @@ def test_an_empty_database_is_reported_as_not_migrated(tmp_path: Path) -> None:
         assert migrations.current_revision(engine) == migrations.head_revision()
     finally:
         engine.dispose()
+
+
+def test_the_head_read_without_alembic_is_alembics() -> None:
+    assert migrations.chain_head() is not None
+    assert migrations.chain_head() == migrations.head_revision()
+
+
+def test_is_at_head_without_alembic_notices_an_old_or_missing_revision(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/old.sqlite3")
+    try:
+        assert not migrations.is_at_head(engine)  # never migrated: no alembic_version
+        migrations.upgrade(engine)
+        assert migrations.is_at_head(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+        assert not migrations.is_at_head(engine)
+    finally:
+        engine.dispose()
+
+
+def test_an_unusual_history_is_left_to_alembic(tmp_path: Path, monkeypatch: Any) -> None:
+    (tmp_path / "0001_a.py").write_text('revision = "a"\ndown_revision = None\n')
+    (tmp_path / "0002_b.py").write_text('revision = "b"\ndown_revision = "a"\n')
+    monkeypatch.setattr(migrations, "VERSIONS", tmp_path)
+    assert migrations.chain_head() == "b"
+    (tmp_path / "0003_c.py").write_text('revision = "c"\ndown_revision = "a"\n')  # a branch
+    assert migrations.chain_head() is None
+    (tmp_path / "0003_c.py").write_text('revision = "c"\ndown_revision = ("a", "b")\n')
+    assert migrations.chain_head() is None  # a merge
