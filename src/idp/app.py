@@ -65,6 +65,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         redoc_url=None,
         openapi_url=None,
         lifespan=_lifespan,
+        # FastAPI's OpenTelemetry bridge asks for the global providers (reading os.environ)
+        # on every request, about 7% of a token request's CPU, to find them unconfigured:
+        # this service configures no OpenTelemetry, so it is off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
     _add_web_security_and_static(app, services.settings)
