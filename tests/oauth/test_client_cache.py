@@ -145,3 +145,37 @@ def test_a_secret_changed_elsewhere_is_honoured_after_the_ttl(live_server: LiveS
     clock.now += 5
     assert _token(live_server, client_id, secret).status_code == 401
     assert _token(live_server, client_id, "replaced").status_code == 200
+
+
+def test_introspection_and_userinfo_do_not_wait_for_sqlites_write_lock(
+    live_server: LiveServer,
+) -> None:
+    """Read-only endpoints run in deferred transactions: a writer holding SQLite's lock
+    (for up to the 30 s busy timeout) does not hold them up."""
+    import sqlite3
+
+    services = live_server.services
+    if services.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    client_id, secret = _machine(services)
+    access_token = _token(live_server, client_id, secret).json()["access_token"]
+    writer = sqlite3.connect(services.engine.url.database or "", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        response = httpx.post(
+            f"{live_server.url}/introspect",
+            data={"token": access_token},
+            auth=(client_id, secret),
+            timeout=5,
+        )
+        assert response.status_code == 200
+        assert response.json()["active"] is True
+        response = httpx.get(
+            f"{live_server.url}/userinfo",
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=5,
+        )
+        assert response.status_code == 403  # no person behind it: insufficient_scope
+    finally:
+        writer.rollback()
+        writer.close()

@@ -11,6 +11,7 @@ without the request.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -244,20 +245,25 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     # -- running Authlib ---------------------------------------------------------------
 
-    def in_transaction(self, func: Callable[..., T], *args: Any) -> T:
+    def in_transaction(self, func: Callable[..., T], *args: Any, read_only: bool = False) -> T:
         """Run `func` with a database session bound, committed when it returns (error
-        responses included: a reused code must stay revoked), rolled back if it raises."""
+        responses included: a reused code must stay revoked), rolled back if it raises.
+        `read_only` work (it must not write) runs in a deferred transaction on SQLite, so
+        it neither takes nor waits for the write lock."""
         # Load the keyring (and create the first keys) before this request's transaction
         # opens: on SQLite a key written from inside it would wait for our own lock.
         for alg in SUPPORTED_ALGS:
             self.keys.signing_key(alg)
         session: Session
-        with self.services.sessions() as session, session.begin(), bound_db(session):
+        factory = self.services.read_sessions if read_only else self.services.sessions
+        with factory() as session, session.begin(), bound_db(session):
             return func(*args)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(self, func: Callable[..., T], *args: Any, read_only: bool = False) -> T:
         """`in_transaction` in a worker thread, off the event loop."""
-        return await run_in_threadpool(self.in_transaction, func, *args)
+        return await run_in_threadpool(
+            functools.partial(self.in_transaction, read_only=read_only), func, *args
+        )
 
     async def token_response(self, request: Request) -> Response:
         """The token endpoint (RFC 6749 3.2)."""

@@ -73,7 +73,12 @@ async def introspection_endpoint(request: Request) -> Response:
     """Token introspection (RFC 7662)."""
     server = _server(request)
     data = await RequestData.read(request)
-    response: Response = await server.run(server.create_endpoint_response, "introspection", data)
+    # Introspection only reads, unless the client authenticates with an assertion, whose
+    # `jti` is recorded against replay (RFC 7523 3).
+    read_only = not any(name == "client_assertion" for name, _ in data.form)
+    response: Response = await server.run(
+        server.create_endpoint_response, "introspection", data, read_only=read_only
+    )
     return response
 
 
@@ -92,7 +97,7 @@ async def userinfo_endpoint(request: Request) -> Response:
     server = _server(request)
     data = await RequestData.read(request)
     try:
-        claims = await server.run(userinfo.userinfo, server, data)
+        claims = await server.run(userinfo.userinfo, server, data, read_only=True)
     except OAuth2Error as error:
         return json_error(error)
     return JSONResponse(claims, headers={"Cache-Control": "no-store"})
