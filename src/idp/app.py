@@ -80,6 +80,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from idp.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the first request thread starts
     to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
     await run_in_threadpool(warm_up, app.state.services)
     yield
