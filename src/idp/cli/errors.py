@@ -61,7 +61,7 @@ def _domain_error_message(exc: Exception) -> str | None:
     from idp.admin.users import AccountNotFound, EmailTaken
 
     if isinstance(exc, PasswordRejected):
-        return f"password refused: {exc.reason.rstrip('.')}; choose another password"
+        return f"password refused: {exc.reason}"
     if isinstance(exc, EmailTaken):
         return f"{exc}; every account needs its own email address, choose another one"
     if isinstance(exc, InvalidEmail):
