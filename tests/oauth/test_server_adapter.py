@@ -46,3 +46,31 @@ def test_query_wins_and_duplicates_are_kept_for_checks(server: IdpAuthorizationS
     request = server.create_oauth2_request(data)
     assert request.payload.state == "q"
     assert request.payload.datalist["state"] == ["q", "f"]
+
+
+def test_the_request_sets_what_authlibs_request_sets(server: IdpAuthorizationServer) -> None:
+    """`StarletteOAuth2Request` sets Authlib's fields itself (skipping a per-request
+    environment read): it must not miss one that a newer Authlib adds."""
+    from authlib.oauth2 import OAuth2Request
+
+    plain = OAuth2Request("POST", "https://idp.example/token", headers={})
+    ours = server.create_oauth2_request(
+        RequestData(method="POST", url="https://idp.example/token", headers=Headers(), query=[])
+    )
+    assert set(vars(plain)) <= set(vars(ours))
+    assert ours.method == "POST"
+    assert ours.uri == "https://idp.example/token"
+
+
+def test_an_insecure_issuer_still_fails_authlibs_transport_check(database_url: str) -> None:
+    from authlib.oauth2.rfc6749.errors import InsecureTransportError
+
+    services = build_services(make_settings(database_url, issuer="http://idp.example"))
+    try:
+        server = IdpAuthorizationServer(services)
+        assert server.secure_transport is False
+        data = RequestData(method="GET", url="http://idp.example/x", headers=Headers(), query=[])
+        with pytest.raises(InsecureTransportError):
+            server.create_oauth2_request(data)
+    finally:
+        services.engine.dispose()

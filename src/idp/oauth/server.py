@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
+from authlib.common.security import is_secure_transport
 from authlib.oauth2 import AuthorizationServer, OAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Payload
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -112,7 +114,25 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
         # proxy the inner URL is http, which Authlib's transport check would refuse.
         parts = urlsplit(data.url)
         public = server.settings.issuer + parts.path + (f"?{parts.query}" if parts.query else "")
-        super().__init__(method=data.method, uri=public, headers=data.headers)
+        # Authlib's `__init__` checks the transport of `public` (reading os.environ) on
+        # every request, a good share of an introspection's CPU. `public` is the issuer
+        # plus a path, so the server decided once (`secure_transport`); an insecure issuer
+        # still gets Authlib's check, and its error, on every request.
+        if not server.secure_transport:
+            InsecureTransportError.check(public)
+        # What `OAuth2Request.__init__` sets (tests/oauth/test_server_adapter.py checks
+        # that this stays in step with Authlib).
+        self.method = data.method
+        self.uri = public
+        self.headers = data.headers
+        self._body = None
+        self.client = None
+        self.auth_method = None
+        self.user = None
+        self.authorization_code = None
+        self.refresh_token = None
+        self.credential = None
+        self._scope = None
         self.source = data
         self.server = server
         self.payload = _Payload([*data.query, *data.form])
@@ -145,6 +165,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.now = now
         #: Registered clients, held for a few seconds (see `idp.oauth.client_cache`).
         self.clients = clients or ClientCache()
+        #: Whether the issuer's URLs pass Authlib's transport check (https, loopback, or
+        #: AUTHLIB_INSECURE_TRANSPORT set when the server was built).
+        self.secure_transport = is_secure_transport(self.settings.issuer + "/")
         self.token_settings = tokens.TokenSettings(
             issuer=self.settings.issuer,
             access_token_seconds=self.settings.access_token_seconds,
