@@ -76,8 +76,15 @@ def _sqlite_begin(connection: Any) -> None:
 
 
 def read_only(engine: Engine) -> Engine:
-    """The same engine, for work that only reads (deferred transactions on SQLite)."""
-    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+    """The same engine (and pool), for work that only reads and never writes.
+
+    SQLite: deferred transactions, which read a WAL snapshot without the write lock.
+    PostgreSQL: autocommit, so a read is one round trip instead of BEGIN, the query and
+    COMMIT; each statement then reads committed data on its own (no snapshot shared
+    between statements, which read-only work here does not need)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -71,6 +71,26 @@ def test_access_token_introspection_statements(live_server, app, browser) -> Non
     assert _no_begin(sent) == ["SELECT"]
 
 
+def test_introspection_on_postgresql_is_one_round_trip(live_server, app, browser) -> None:
+    """Read-only work runs in autocommit: no BEGIN before the SELECT, no COMMIT after."""
+    engine = live_server.services.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL transactions")
+    token = tokens_for(live_server, pkce_client(live_server, app), browser)
+    introspect(live_server, app, token["access_token"])  # the client is cached now
+    autocommit: list[bool] = []
+
+    def record(conn: Any, *_args: Any) -> None:
+        autocommit.append(conn.connection.dbapi_connection.autocommit)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert introspect(live_server, app, token["access_token"])["active"] is True
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert autocommit == [True]
+
+
 def test_client_credentials_statements(live_server) -> None:
     machine = register_client(live_server, grant_types=["client_credentials"], scope="reports:read")
 
