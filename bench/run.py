@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -40,7 +41,7 @@ from bench.scenarios import (
     warm,
 )
 from bench.seed import drop_pg_database, seed_filler
-from bench.targets import Target, prepare_ours_pg, prepare_ours_sqlite, prepare_peer
+from bench.targets import Target, flush_redis, prepare_ours_pg, prepare_ours_sqlite, prepare_peer
 
 PORTS = {"ours-sqlite": 18101, "ours-pg": 18102, "peer": 13101, "ours-pg-scale": 18103}
 SCALE_SCENARIOS = ["client_credentials", "refresh_token", "authorization_code", "signin"]
@@ -343,6 +344,9 @@ def main() -> None:
         results["notes"] = notes
         env["loadavg_end"] = os.getloadavg()
         report.write(results, args.out)
+        if "peer" in wanted:
+            with contextlib.suppress(RuntimeError):
+                flush_redis(13)  # the peer cluster's store
         if not args.keep_databases:
             for name in ("idp_bench", *(scale_dbname(n) for n in sizes)):
                 drop_pg_database(name)

@@ -113,7 +113,7 @@ class Target:
         if not port_free(self.port):
             raise RuntimeError(f"port {self.port} is taken; is an old benchmark server running?")
         if self.kind == "peer" and workers > 1:
-            _flush_redis(13)
+            flush_redis(13)
         cmd, env, cwd = self.command(workers)
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
@@ -201,7 +201,7 @@ class Target:
         self.proc = None
 
 
-def _flush_redis(db: int) -> None:
+def flush_redis(db: int) -> None:
     """Empty the peer's Redis database (cluster mode only), speaking RESP directly."""
     try:
         with socket.create_connection((HOST, 6379), timeout=2) as s:
