@@ -21,8 +21,9 @@ not let an attacker lock a person out at will. Three counters per kind balance t
   account. 30 is generous because a pharmacy's staff share one address behind NAT.
   IPv6 sources are counted per /64, which one subscriber usually holds.
 
-Unknown accounts are counted per source only (the caller passes `account_id=None`), so
-the counters never reveal which addresses have accounts.
+For an address with no account the sign-in page passes a stand-in `account_id` keyed by
+the address (`idp.web.pages.limits.throttle_subject`), so the delays look the same whether
+or not an account exists; `account_id=None` counts per source only.
 
 `check` and `record_failure` are separate calls around the verification, so attempts
 racing through the same window all pass `check` before any of them is counted. The
