@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from idp.cli import clients, keys, mfa, serve, users
+from idp.cli import clients, keys, maintenance, mfa, serve, users
 from idp.cli.errors import run
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("migrate")(serve.migrate)
+app.command("purge")(maintenance.purge)
 
 #: Sub-command groups, `idp <name> ...`.
 GROUPS: dict[str, typer.Typer] = {

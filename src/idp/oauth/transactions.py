@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from idp.crypto import new_token, token_digest
@@ -68,3 +68,14 @@ def claim_transaction(db: Session, *, transaction: LoginTransaction, now: dt.dat
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def purge_transactions(db: Session, *, now: dt.datetime) -> int:
+    """Delete sign-in journeys that expired over a day ago (their pages already say
+    "expired", and nothing can resume them); returns how many."""
+    result = db.execute(
+        delete(LoginTransaction)
+        .where(LoginTransaction.expires_at < now - dt.timedelta(days=1))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
