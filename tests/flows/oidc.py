@@ -75,6 +75,18 @@ def oauth_client(server: LiveServer, client: RegisteredClient, **kwargs: Any) ->
     )
 
 
+def introspect(server: LiveServer, app: RegisteredClient, token: str) -> dict[str, Any]:
+    """Introspect `token` as the confidential client `app` (RFC 7662)."""
+    response = httpx.post(
+        f"{server.url}/introspect",
+        data={"token": token},
+        auth=(app.client_id, app.client_secret or ""),
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def discovery(server: LiveServer) -> dict[str, Any]:
     """The provider's discovery document."""
     response = httpx.get(f"{server.url}/.well-known/openid-configuration")

@@ -26,6 +26,7 @@ from tests.flows.oidc import (
     Person,
     RegisteredClient,
     discovery,
+    introspect,
     oauth_client,
     redirect_params,
     register_client,
@@ -82,17 +83,6 @@ def token_error(server: LiveServer, app: RegisteredClient, **data: str) -> httpx
     return httpx.post(
         f"{server.url}/token", data=data, auth=(app.client_id, app.client_secret or "")
     )
-
-
-def introspect(server: LiveServer, app: RegisteredClient, token: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.url}/introspect",
-        data={"token": token},
-        auth=(app.client_id, app.client_secret or ""),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def test_happy_flow_id_token_and_access_token(live_server, app, person, browser) -> None:

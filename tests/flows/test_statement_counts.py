@@ -12,8 +12,14 @@ import pytest
 from sqlalchemy import event
 
 from tests.conftest import LiveServer
-from tests.flows.oidc import RegisteredClient, register_client, register_person, signed_in_browser
-from tests.flows.test_tokens import introspect, pkce_client, refresh, tokens_for
+from tests.flows.oidc import (
+    RegisteredClient,
+    introspect,
+    register_client,
+    register_person,
+    signed_in_browser,
+)
+from tests.flows.test_tokens import pkce_client, refresh, tokens_for
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from tests.conftest import LiveServer
 from tests.flows.oidc import (
     Person,
     RegisteredClient,
+    introspect,
     oauth_client,
     redirect_params,
     register_client,
@@ -68,17 +69,6 @@ def tokens_for(
 
 def pkce_client(server: LiveServer, app: RegisteredClient, **kwargs: Any) -> OAuth2Client:
     return oauth_client(server, app, code_challenge_method="S256", **kwargs)
-
-
-def introspect(server: LiveServer, app: RegisteredClient, token: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.url}/introspect",
-        data={"token": token},
-        auth=(app.client_id, app.client_secret or ""),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def refresh(server: LiveServer, app: RegisteredClient, token: str) -> httpx.Response:
