@@ -59,15 +59,17 @@ def main() -> None:
         action="store_true",
         help="sample every thread, idle ones too (where requests wait), instead of the GIL holder",
     )
+    ap.add_argument("--port", type=int, default=18109, help="so two profiles can run at once")
+    ap.add_argument("--dbname", default="idp_bench_profile", help="PostgreSQL database to use")
     args = ap.parse_args()
     users = user_pool(50)
     pw = password_hash()
-    label = f"ours-{args.db}-profile"
+    label = f"ours-{args.db}-profile-{args.port}"
     prep = prepare_ours_sqlite if args.db == "sqlite" else prepare_ours_pg
     target = (
-        prep(label, 18109, users, pw)
+        prep(label, args.port, users, pw)
         if args.db == "sqlite"
-        else prep(label, 18109, users, pw, dbname="idp_bench_profile")
+        else prep(label, args.port, users, pw, dbname=args.dbname)
     )
     load = load_for(1)
     target.start(1, load.server_cpus)
@@ -139,7 +141,7 @@ def main() -> None:
     finally:
         target.stop()
         if args.db == "pg":
-            drop_pg_database("idp_bench_profile")
+            drop_pg_database(args.dbname)
 
 
 if __name__ == "__main__":
