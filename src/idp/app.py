@@ -114,9 +114,11 @@ def _add_web_security_and_static(app: FastAPI, settings: Settings) -> None:
 
 
 def _add_fast_documents(app: FastAPI, services: Services) -> None:
-    """Discovery and the JWKS answered in front of everything (idp.web.fast_documents)."""
-    from idp.web import fast_documents
+    """Discovery, the JWKS (idp.web.fast_documents) and the token, introspection and
+    revocation endpoints (idp.web.fast_protocol) answered in front of everything."""
+    from idp.web import fast_documents, fast_protocol
 
+    fast_protocol.install(app, services)
     fast_documents.install(app, services)
 
 

@@ -88,6 +88,17 @@ class ClientCache:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
 
+    def cached(self, client_id: str) -> ClientSnapshot | None:
+        """The client if this cache holds it and it is fresh; never reads the database."""
+        entry = self._entries.get(client_id)
+        if (
+            entry is not None
+            and entry.generation == current_generation()
+            and self._clock() < entry.expires
+        ):
+            return entry.snapshot
+        return None
+
     def get(self, db: Session, client_id: str) -> ClientSnapshot | None:
         """The client, from the cache while fresh, else read with `db`."""
         # Taken before the read: a change committed during it makes this entry stale.

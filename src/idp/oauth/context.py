@@ -16,11 +16,17 @@ from sqlalchemy.orm import Session
 _db: ContextVar[Session | None] = ContextVar("idp_oauth_db", default=None)
 
 
+class NoDatabaseBoundError(RuntimeError):
+    """Work that needs the database ran without a session bound: a programming error,
+    except for the token endpoint's attempt on the event loop (`idp.oauth.server`),
+    which catches it and runs the request again, in a worker thread with a session."""
+
+
 def current_db() -> Session:
-    """The session bound by `bound_db`; a programming error outside of one."""
+    """The session bound by `bound_db`."""
     db = _db.get()
     if db is None:
-        raise RuntimeError("no database session bound to this protocol request")
+        raise NoDatabaseBoundError("no database session bound to this protocol request")
     return db
 
 

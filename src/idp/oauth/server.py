@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from authlib.common.security import is_secure_transport
@@ -29,12 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from idp.models import utcnow
 from idp.oauth import grants, store, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
 from idp.oauth.client_cache import ClientCache
-from idp.oauth.context import bound_db, current_db
+from idp.oauth.context import NoDatabaseBoundError, bound_db, current_db
 from idp.oauth.errors import InvalidRequestError, json_error
 from idp.oauth.introspection import Introspection
 from idp.oauth.keys import SUPPORTED_ALGS
@@ -80,9 +81,33 @@ class RequestData:
         )
 
     @classmethod
+    def of_form_post(cls, scope: Scope, body: bytes) -> RequestData:
+        """A POST read by a pure-ASGI endpoint (`idp.web.fast_protocol`): the body parsed
+        as an `application/x-www-form-urlencoded` form when it says it is one.
+
+        Raises UnicodeDecodeError when the body or query is not UTF-8 once decoded."""
+        headers = Headers(scope=scope)
+        form: list[tuple[str, str]] = []
+        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = _parse_pairs(body.decode("utf-8"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        return cls(
+            method=scope["method"],
+            url=scope["path"] + (f"?{query}" if query else ""),
+            headers=headers,
+            query=_parse_pairs(query),
+            form=form,
+        )
+
+    @classmethod
     def of_params(cls, params: Mapping[str, str], *, url: str) -> RequestData:
         """A request rebuilt from stored parameters (a resumed login transaction)."""
         return cls(method="GET", url=url, headers=Headers(), query=list(params.items()))
+
+
+def _parse_pairs(encoded: str) -> list[tuple[str, str]]:
+    """`name=value&...` pairs, percent-decoded as UTF-8 (strictly), blanks kept."""
+    return parse_qsl(encoded, keep_blank_values=True, encoding="utf-8", errors="strict")
 
 
 class _Payload(OAuth2Payload):  # type: ignore[misc]
@@ -198,7 +223,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> OAuthClient | None:
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
-        snapshot = self.clients.get(current_db(), client_id)
+        snapshot = self.clients.cached(client_id) or self.clients.get(current_db(), client_id)
         return OAuthClient(snapshot) if snapshot is not None else None
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
@@ -288,14 +313,46 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             functools.partial(self.in_transaction, read_only=read_only), func, *args
         )
 
-    async def token_response(self, request: Request) -> Response:
+    async def token_response(self, data: RequestData) -> Response:
         """The token endpoint (RFC 6749 3.2)."""
-        data = await RequestData.read(request)
         names = [name for name, _ in data.form]
         if len(names) != len(set(names)):
             # RFC 6749 3.2: parameters MUST NOT be included more than once.
             return json_error(InvalidRequestError("A parameter was sent more than once."))
-        response: Response = await self.run(self.create_token_response, data)
+        response: Response
+        if self._may_answer_on_loop(data, names):
+            try:
+                response = self.create_token_response(data)
+                return response
+            except NoDatabaseBoundError:
+                pass  # the client was not cached after all: again, with a session
+        response = await self.run(self.create_token_response, data)
+        return response
+
+    def _may_answer_on_loop(self, data: RequestData, names: list[str]) -> bool:
+        """Whether a token request may be tried on the event loop, without a database
+        session and without the hop to a worker thread: a `client_credentials` request
+        authenticated by a client secret (neither reads nor writes the database once the
+        client is cached) while the keyring holds keys it need not re-check. Should the
+        client not be cached after all, reading it raises `NoDatabaseBoundError` before
+        anything was issued, and the request runs again in a worker thread."""
+        if "client_assertion" in names or ("grant_type", "client_credentials") not in data.form:
+            return False
+        from idp.oauth.keyring import KeyRing
+
+        ring = self.services.extras.get("keyring")
+        return isinstance(ring, KeyRing) and not ring.refresh_due()
+
+    async def endpoint_response(self, name: str, data: RequestData) -> Response:
+        """Introspection (RFC 7662) or revocation (RFC 7009)."""
+        # Introspection only reads, unless the client authenticates with an assertion,
+        # whose `jti` is recorded against replay (RFC 7523 3).
+        read_only = name == Introspection.ENDPOINT_NAME and not any(
+            key == "client_assertion" for key, _ in data.form
+        )
+        response: Response = await self.run(
+            self.create_endpoint_response, name, data, read_only=read_only
+        )
         return response
 
 

@@ -2,7 +2,8 @@
 `idp.oauth` in a worker thread, and render its result.
 
 Paths are the ones discovery advertises: `/authorize` (GET, POST), `/authorize/resume`,
-`/token`, `/userinfo` (GET, POST), `/introspect`, `/revoke`, `/logout` (GET, POST).
+`/userinfo` (GET, POST), `/logout` (GET, POST). The token, introspection and revocation
+endpoints are answered in front of the application, by `idp.web.fast_protocol`.
 """
 
 from __future__ import annotations
@@ -60,35 +61,6 @@ async def form_post_script() -> Response:
         media_type="text/javascript",
         headers={"Cache-Control": "public, max-age=86400"},
     )
-
-
-@router.post("/token", include_in_schema=False)
-async def token_endpoint(request: Request) -> Response:
-    """Token endpoint (RFC 6749 3.2)."""
-    return await _server(request).token_response(request)
-
-
-@router.post("/introspect", include_in_schema=False)
-async def introspection_endpoint(request: Request) -> Response:
-    """Token introspection (RFC 7662)."""
-    server = _server(request)
-    data = await RequestData.read(request)
-    # Introspection only reads, unless the client authenticates with an assertion, whose
-    # `jti` is recorded against replay (RFC 7523 3).
-    read_only = not any(name == "client_assertion" for name, _ in data.form)
-    response: Response = await server.run(
-        server.create_endpoint_response, "introspection", data, read_only=read_only
-    )
-    return response
-
-
-@router.post("/revoke", include_in_schema=False)
-async def revocation_endpoint(request: Request) -> Response:
-    """Token revocation (RFC 7009)."""
-    server = _server(request)
-    data = await RequestData.read(request)
-    response: Response = await server.run(server.create_endpoint_response, "revocation", data)
-    return response
 
 
 @router.api_route("/userinfo", methods=["GET", "POST"], include_in_schema=False)
