@@ -30,11 +30,24 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     """Limit this process's malloc arenas and fix its mmap threshold (each worker calls
     it at start-up, before its request threads exist). Returns False where this is not
     glibc (nothing changed)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     return bool(mallopt(_M_ARENA_MAX, arenas)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def _libc_function(name: str) -> ctypes._NamedFuncPointer | None:
+    """`name` from the C library the process already runs with (its global symbols), or
+    from the library `find_library` names: asked first, `find_library` runs `ldconfig`
+    in a subprocess, about 0.1 s of a worker's start."""
+    try:
+        return getattr(ctypes.CDLL(None), name)  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        pass
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(library), name)  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
