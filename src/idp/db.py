@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    # The ORM is imported when sessions are made: `idp serve`'s supervisor of several
+    # workers only checks the schema, with Core.
+    from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BEGIN_OPTION = "idp_sqlite_begin"
 #: Server-side connections are recycled after this many seconds, so none outlives a
@@ -89,6 +93,8 @@ def read_only(engine: Engine) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit (objects are handed to Authlib)."""
+    from sqlalchemy.orm import sessionmaker
+
     return sessionmaker(engine, expire_on_commit=False)
 
 

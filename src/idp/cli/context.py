@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from idp import migrations
 from idp.cli.errors import EXIT_DATABASE, CliError
 from idp.db import make_engine, make_session_factory, transaction
 from idp.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 NOT_MIGRATED = "database is not migrated: run `idp migrate`"
 

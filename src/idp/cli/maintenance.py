@@ -6,19 +6,22 @@ from typing import Annotated
 
 import typer
 
-from idp.accounts.sessions import purge_sessions
-from idp.accounts.throttle import build_throttle
-from idp.accounts.throttle_db import DatabaseThrottle
-from idp.cli.context import database, load_settings
 from idp.cli.output import JSON_HELP, emit
-from idp.models import utcnow
-from idp.oauth.store import purge_expired
-from idp.oauth.transactions import purge_transactions
 
 
 def purge(json_: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Delete expired codes, grants, refresh tokens, sessions, sign-in journeys and replay
     records, and forgotten failure counters. The audit trail is kept."""
+    # Imported here: every command line registers `purge`, and these bring the ORM models
+    # and the protocol store, which `idp serve`'s supervisor process never needs.
+    from idp.accounts.sessions import purge_sessions
+    from idp.accounts.throttle import build_throttle
+    from idp.accounts.throttle_db import DatabaseThrottle
+    from idp.cli.context import database, load_settings
+    from idp.models import utcnow
+    from idp.oauth.store import purge_expired
+    from idp.oauth.transactions import purge_transactions
+
     now = utcnow()
     with database() as db:
         counts = purge_expired(db, now=now)

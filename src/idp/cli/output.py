@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from idp.models import Account, Client
+if TYPE_CHECKING:
+    from idp.models import Account, Client
 
 JSON_HELP = "Print one JSON object instead of text."
 

@@ -6,7 +6,6 @@ import socket
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from idp import migrations
 from idp.cli.context import NOT_MIGRATED, connect, load_settings, safe_url
@@ -64,6 +63,8 @@ def serve(
             migrations.upgrade(engine)
     finally:
         engine.dispose()
+    import uvicorn
+
     # The import string and factory let each worker build its own app (and engine) from
     # the environment, which is how settings reach worker processes.
     uvicorn.run(

@@ -1,0 +1,74 @@
+"""Start-up cost of `idp serve` (issue 5: ready within 1.5 s): what each process imports.
+
+Each check runs in a fresh interpreter, where imports and the collector start clean.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def python(code: str, **env: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_idp_script_imports_no_command_until_it_runs() -> None:
+    """Each worker of `idp serve --workers N` re-imports the `idp` script's module
+    (multiprocessing's spawn), so it must cost nothing."""
+    loaded = python(
+        """
+        import sys
+        import idp.cli
+        print(sorted(m for m in ("typer", "sqlalchemy", "pydantic", "fastapi")
+                     if m in sys.modules))
+        """
+    )
+    assert loaded == "[]"
+
+
+def test_serving_commands_import_neither_the_orm_nor_the_web_application() -> None:
+    """`idp serve` with several workers only checks the schema in its own process."""
+    loaded = python(
+        """
+        import sys
+        from idp.cli import build_app, groups_for
+        build_app(groups_for(["serve", "--workers", "2"]))
+        print(sorted(m for m in ("sqlalchemy.orm", "fastapi", "idp.models", "idp.app",
+                                 "idp.admin.clients", "uvicorn") if m in sys.modules))
+        """
+    )
+    assert loaded == "[]"
+
+
+def test_only_the_named_group_is_imported() -> None:
+    loaded = python(
+        """
+        import sys
+        from idp.cli import build_app, groups_for
+        root = build_app(groups_for(["users", "list"]))
+        print(sorted(m for m in ("idp.cli.users", "idp.cli.clients", "idp.cli.keys",
+                                 "idp.cli.mfa") if m in sys.modules))
+        """
+    )
+    assert loaded == "['idp.cli.users']"
+
+
+def test_the_whole_tree_is_there_for_help_and_unknown_names() -> None:
+    from idp.cli import GROUPS, groups_for
+
+    assert groups_for([]) == GROUPS
+    assert groups_for(["--help"]) == GROUPS
+    assert groups_for(["user"]) == GROUPS
+    assert groups_for(["serve"]) == ()
+    assert groups_for(["keys", "list"]) == ("keys",)
