@@ -80,11 +80,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from idp.memory import limit_malloc_arenas
+    from idp.memory import limit_malloc_arenas, resume_gc
 
     limit_malloc_arenas()  # before the first request thread starts
     to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
     await run_in_threadpool(warm_up, app.state.services)
+    resume_gc()  # paused by `idp serve` while this process started (idp.cli.worker)
     yield
 
 

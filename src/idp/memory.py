@@ -11,12 +11,17 @@ blocks that big with mmap and unmaps them when freed, but raises that threshold 
 such free (up to 32 MiB), after which the blocks come from the heap and stay resident: a
 worker that verified passwords on 16 threads at once kept hundreds of MiB. A fixed
 threshold keeps every big block an mmap, returned to the system when freed.
+
+Start-up also pauses Python's cyclic garbage collector (`pause_gc`, `resume_gc`): the
+imports and set-up of a serving process make ~190,000 long-lived objects and almost no
+garbage, and the collections that allocation triggers were ~15% of the CPU to ready.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 #: glibc's `mallopt` parameters (malloc.h): M_ARENA_MAX, M_MMAP_THRESHOLD.
 _M_ARENA_MAX = -8
@@ -51,3 +56,31 @@ def _libc_function(name: str) -> ctypes._NamedFuncPointer | None:
         return getattr(ctypes.CDLL(library), name)  # type: ignore[no-any-return]
     except (OSError, AttributeError):
         return None
+
+
+#: True while `pause_gc` holds the collector off for this process's start.
+_gc_paused = False
+
+
+def pause_gc() -> None:
+    """Hold the cyclic garbage collector off while a serving process starts (imports,
+    routes, signing keys); `resume_gc` turns it back on. Does nothing when the collector
+    is already off (someone else chose that)."""
+    global _gc_paused
+    if gc.isenabled():
+        gc.disable()
+        _gc_paused = True
+
+
+def resume_gc() -> bool:
+    """End `pause_gc`'s pause: what start-up made is moved out of the collector's sight
+    (`gc.freeze`: it lives as long as the process, and later full collections need not
+    walk it again), and the collector is turned back on. Returns False, changing nothing,
+    when no pause is in force."""
+    global _gc_paused
+    if not _gc_paused:
+        return False
+    _gc_paused = False
+    gc.freeze()
+    gc.enable()
+    return True

@@ -73,6 +73,10 @@ def __getattr__(name: str) -> object:
 def main() -> None:
     """Entry point of the `idp` script: run a command, exit with its status."""
     args = sys.argv[1:]
+    if args[:1] == ["serve"]:
+        from idp.memory import pause_gc
+
+        pause_gc()  # resumed when the server has started, or before workers (idp.cli.serve)
     from idp.cli.errors import run
 
     sys.exit(run(build_app(groups_for(args)), args))

@@ -65,10 +65,15 @@ def serve(
         engine.dispose()
     import uvicorn
 
+    from idp.memory import resume_gc
+
+    if workers > 1:
+        resume_gc()  # this process only supervises; each worker pauses its own start
     # The import string and factory let each worker build its own app (and engine) from
-    # the environment, which is how settings reach worker processes.
+    # the environment, which is how settings reach worker processes; the factory is the
+    # application's own, with the garbage collector paused while the worker starts.
     uvicorn.run(
-        "idp.app:create_app",
+        "idp.cli.worker:create_app",
         factory=True,
         host=host,
         port=port,

@@ -13,11 +13,11 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from joserfc.jwk import KeySet, KeySetSerialization
+from joserfc.jwk import Key, KeySet, KeySetSerialization
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,6 +75,7 @@ class _Published:
     kids: tuple[str, ...]
     jwks_bytes: bytes
     key_set: KeySet
+    by_kid: Mapping[str, Key]
 
 
 class KeyRing:
@@ -133,6 +134,11 @@ class KeyRing:
         if kid is not None and kid not in self._current_published().kids:
             self._refresh_for_unknown_kid()
         return self._current_published().key_set
+
+    def verification_key_map(self, kid: str | None = None) -> Mapping[str, Key]:
+        """`verification_keys` by `kid` (what `idp.oauth.jws.verify` takes)."""
+        self.verification_keys(kid)
+        return self._current_published().by_kid
 
     def jwks_bytes(self) -> bytes:
         """The JWKS document (RFC 7517 5) as JSON bytes; rebuilt only when keys change."""
@@ -239,10 +245,12 @@ class KeyRing:
         if published is not None and published.kids == kids:
             return published
         document: KeySetSerialization = {"keys": [key.public_jwk for key in keys]}
+        key_set = KeySet.import_key_set(document)
         published = _Published(
             kids=kids,
             jwks_bytes=json.dumps(document, separators=(",", ":")).encode("utf-8"),
-            key_set=KeySet.import_key_set(document),
+            key_set=key_set,
+            by_kid={key.kid: key for key in key_set.keys if key.kid is not None},
         )
         self._published = published
         return published

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from authlib.oidc.core.util import create_half_hash
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import Key
 
 from idp.crypto import new_token
+from idp.oauth import jws
 from idp.oauth.models import Subject
 
 #: RFC 9068 2.1: the media type of a JWT access token.
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type)
 #: Algorithms our own tokens may carry; anything else (e.g. "none", HS256) is refused.
-OUR_ALGS = ["RS256", "ES256"]
+OUR_ALGS = list(jws.ALGS)
 #: Private claim naming the grant (token family) an access token belongs to, so revoking
 #: the grant revokes its access tokens too (RFC 6749 4.1.2, RFC 9700 4.14).
 GRANT_CLAIM = "gid"
@@ -33,7 +32,7 @@ class SigningKeys(Protocol):
     """What token issuing needs from the keyring."""
 
     def signing_key(self, alg: str = ...) -> Any: ...
-    def verification_keys(self, kid: str | None = ...) -> KeySet: ...
+    def verification_key_map(self, kid: str | None = ...) -> Mapping[str, Key]: ...
 
 
 class TokenInvalidError(Exception):
@@ -87,10 +86,7 @@ def access_token_claims(
 
 def sign_access_token(claims: Mapping[str, Any], keys: SigningKeys) -> str:
     """Sign with the current RS256 key, `typ: at+jwt` (RFC 9068 2.1)."""
-    key = keys.signing_key("RS256")
-    header = {"alg": "RS256", "kid": key.kid, "typ": ACCESS_TOKEN_TYP}
-    token: str = jwt.encode(header, dict(claims), key)
-    return token
+    return jws.sign(dict(claims), keys.signing_key("RS256"), alg="RS256", typ=ACCESS_TOKEN_TYP)
 
 
 def id_token_claims(
@@ -128,19 +124,7 @@ def id_token_claims(
 
 def sign_id_token(claims: Mapping[str, Any], keys: SigningKeys, *, alg: str) -> str:
     """Sign an ID token with the client's registered algorithm (RS256 by default)."""
-    key = keys.signing_key(alg)
-    token: str = jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT"}, dict(claims), key)
-    return token
-
-
-def _header_kid(token: str) -> str | None:
-    from joserfc import jws
-
-    try:
-        kid = jws.extract_compact(token.encode("ascii")).headers().get("kid")
-    except (JoseError, ValueError, UnicodeEncodeError):
-        raise TokenInvalidError("not a compact JWS") from None
-    return kid if isinstance(kid, str) else None
+    return jws.sign(dict(claims), keys.signing_key(alg), alg=alg, typ="JWT")
 
 
 def verify_our_jwt(
@@ -154,14 +138,15 @@ def verify_our_jwt(
 ) -> dict[str, Any]:
     """Verify a JWT we issued: our keys only, RS256/ES256 only, our issuer, the expected
     `typ` (RFC 8725 3.11: an ID token is never accepted as an access token), not expired."""
-    key_set = keys.verification_keys(_header_kid(token))
     try:
-        decoded = jwt.decode(token, key_set, algorithms=OUR_ALGS)
-    except (JoseError, ValueError) as exc:
+        kid = jws.header_of(token).get("kid")
+        header, claims = jws.verify(
+            token, keys.verification_key_map(kid if isinstance(kid, str) else None)
+        )
+    except jws.JWSError as exc:
         raise TokenInvalidError(f"signature: {exc}") from None
-    if str(decoded.header.get("typ", "")).lower() != typ:
+    if str(header.get("typ", "")).lower() != typ:
         raise TokenInvalidError("wrong typ")
-    claims: dict[str, Any] = dict(decoded.claims)
     if claims.get("iss") != issuer:
         raise TokenInvalidError("wrong issuer")
     exp = claims.get("exp")
