@@ -8,9 +8,11 @@ updates, so two processes racing on one code or refresh token cannot both win.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import Table, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -163,7 +165,7 @@ def save_refresh_token(
         expires_at = min(expires_at, subject.grant_expires_at)
     # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
     # unit of work cost more CPU than the statement (refresh profile).
-    db.execute(
+    db.connection().execute(
         _INSERT_REFRESH_TOKEN,
         {
             "token_hash": token_digest(token),
@@ -176,7 +178,9 @@ def save_refresh_token(
     )
 
 
-_INSERT_REFRESH_TOKEN = insert(RefreshToken).values(rotated_at=None, revoked_at=None)
+_INSERT_REFRESH_TOKEN = insert(cast(Table, RefreshToken.__table__)).values(
+    rotated_at=None, revoked_at=None
+)
 
 
 @dataclass(frozen=True)
@@ -202,45 +206,90 @@ def find_refresh_token(db: Session, *, token: str) -> RefreshFound | None:
     return RefreshFound(token=row, grant=grant, account_disabled=disabled_at is not None)
 
 
+_TOKENS = cast(Table, RefreshToken.__table__)
+_GRANTS = cast(Table, Grant.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
 _CLAIMABLE = (
-    RefreshToken.token_hash == bindparam("b_token_hash"),
-    RefreshToken.client_id == bindparam("b_client_id"),
-    RefreshToken.rotated_at.is_(None),
-    RefreshToken.revoked_at.is_(None),
-    RefreshToken.expires_at > bindparam("b_now"),
-    Grant.id == RefreshToken.grant_id,
-    Grant.revoked_at.is_(None),
-    Grant.expires_at > bindparam("b_now"),
-    Account.id == Grant.account_id,
-    Account.disabled_at.is_(None),
+    _TOKENS.c.token_hash == bindparam("b_token_hash"),
+    _TOKENS.c.client_id == bindparam("b_client_id"),
+    _TOKENS.c.rotated_at.is_(None),
+    _TOKENS.c.revoked_at.is_(None),
+    _TOKENS.c.expires_at > bindparam("b_now"),
+    _GRANTS.c.id == _TOKENS.c.grant_id,
+    _GRANTS.c.revoked_at.is_(None),
+    _GRANTS.c.expires_at > bindparam("b_now"),
+    _ACCOUNTS.c.id == _GRANTS.c.account_id,
+    _ACCOUNTS.c.disabled_at.is_(None),
 )
-_CLAIM = (
-    update(RefreshToken)
-    .where(*_CLAIMABLE)
-    .values(rotated_at=bindparam("b_now"))
-    .execution_options(synchronize_session=False)
+_CLAIMED_TOKEN = (_TOKENS.c.scope, _TOKENS.c.issued_at, _TOKENS.c.expires_at)
+_CLAIMED_GRANT = (
+    _GRANTS.c.id,
+    _GRANTS.c.account_id,
+    _GRANTS.c.auth_time,
+    _GRANTS.c.acr,
+    _GRANTS.c.amr,
+    _GRANTS.c.sid,
+    _GRANTS.c.expires_at,
 )
+# Core statements on the table, not the ORM's bulk UPDATE: the ORM's execution path cost
+# more CPU than the statement (refresh profile), and nothing here needs ORM objects.
+_CLAIM = update(_TOKENS).where(*_CLAIMABLE).values(rotated_at=bindparam("b_now"))
 #: PostgreSQL: the token and its grant in one statement (UPDATE ... FROM ... RETURNING).
-_CLAIM_WITH_GRANT = _CLAIM.returning(RefreshToken, Grant)
-#: SQLite's RETURNING may not name the joined tables: the token only.
-_CLAIM_TOKEN = _CLAIM.returning(RefreshToken)
+_CLAIM_WITH_GRANT = _CLAIM.returning(*_CLAIMED_TOKEN, *_CLAIMED_GRANT)
+#: SQLite's RETURNING may not name the joined tables: the token, then its grant.
+_CLAIM_TOKEN = _CLAIM.returning(*_CLAIMED_TOKEN, _TOKENS.c.grant_id)
+_GRANT_BY_ID = select(*_CLAIMED_GRANT).where(_GRANTS.c.id == bindparam("b_grant_id"))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A refresh token just marked used, and who its grant stands for."""
+
+    scope: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    subject: Subject
 
 
 def claim_refresh_token(
     db: Session, *, token: str, client_id: str, now: dt.datetime
-) -> tuple[RefreshToken, Grant] | None:
+) -> Claimed | None:
     """The hot path of a refresh: mark the token used (compare-and-set) and return it with
     its grant, in one statement, when it is usable: this client's, not used, revoked or
     expired, and its grant live and unexpired, its account enabled. None otherwise; then
     `find_refresh_token` tells why (a reuse must revoke the grant) and nothing changed."""
     params = {"b_token_hash": token_digest(token), "b_client_id": client_id, "b_now": now}
-    if db.get_bind().dialect.name == "sqlite":
+    connection = db.connection()
+    if connection.dialect.name == "sqlite":
         # Claim, then read the grant (an in-process call, not a network round trip).
-        row = db.scalars(_CLAIM_TOKEN, params).one_or_none()
-        grant = db.get(Grant, row.grant_id) if row is not None else None
-        return (row, grant) if row is not None and grant is not None else None
-    found = db.execute(_CLAIM_WITH_GRANT, params).one_or_none()
-    return (found[0], found[1]) if found is not None else None
+        claimed = connection.execute(_CLAIM_TOKEN, params).one_or_none()
+        if claimed is None:
+            return None
+        grant = connection.execute(_GRANT_BY_ID, {"b_grant_id": claimed[3]}).one()
+        return _claimed(claimed[:3], grant)
+    found = connection.execute(_CLAIM_WITH_GRANT, params).one_or_none()
+    if found is None:
+        return None
+    return _claimed(found[:3], found[3:])
+
+
+def _claimed(token: Sequence[Any], grant: Sequence[Any]) -> Claimed:
+    scope, issued_at, expires_at = token
+    grant_id, account_id, auth_time, acr, amr, sid, grant_expires_at = grant
+    return Claimed(
+        scope=scope,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        subject=Subject(
+            account_id=account_id,
+            grant_id=grant_id,
+            auth_time=auth_time,
+            acr=acr,
+            amr=list(amr),
+            sid=sid,
+            grant_expires_at=grant_expires_at,
+        ),
+    )
 
 
 def rotate_refresh_token(db: Session, *, token_hash: str, now: dt.datetime) -> bool:

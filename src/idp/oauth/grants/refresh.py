@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
-from idp.models import Grant, RefreshToken
 from idp.oauth import store
 from idp.oauth.context import current_db
 from idp.oauth.grants.base import TOKEN_AUTH_METHODS
@@ -34,7 +32,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             db, token=value, client_id=client.get_client_id(), now=now
         )
         if claimed is not None:  # the usual case: one statement
-            return self._rotated(*claimed, now=now)
+            self._subject = claimed.subject
+            return TokenRecord(
+                kind="refresh_token",
+                client_id=client.get_client_id(),
+                scope=claimed.scope,
+                expires_at=claimed.expires_at,
+                issued_at=claimed.issued_at,
+                revoked=False,
+                now=now,
+                grant_id=claimed.subject.grant_id,
+            )
         # Not usable: read it to tell why (nothing was changed).
         found = store.find_refresh_token(db, token=value)
         if found is None or found.token.client_id != client.get_client_id():
@@ -57,20 +65,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         # compare-and-set between the two statements. Treat as reuse.
         store.revoke_grant(db, grant_id=grant.id, now=now, reason="refresh_token_reused")
         raise InvalidGrantError("The refresh token has already been used.")
-
-    def _rotated(self, row: RefreshToken, grant: Grant, *, now: dt.datetime) -> TokenRecord:
-        self._subject = store.subject_of(grant)
-        return TokenRecord(
-            kind="refresh_token",
-            client_id=row.client_id,
-            scope=row.scope,
-            expires_at=row.expires_at,
-            issued_at=row.issued_at,
-            revoked=False,
-            now=now,
-            key=row.token_hash,
-            grant_id=grant.id,
-        )
 
     def authenticate_refresh_token(self, refresh_token: str) -> None:
         raise NotImplementedError("replaced by _validate_request_token")
