@@ -1,0 +1,72 @@
+"""Server CPU per operation of some of our scenarios, quickly, without the peer: for
+checking a hot-path change (bench/run.py is the real, side-by-side measurement).
+
+    .venv/bin/python bench/cpu_per_op.py [--db pg|sqlite] [--seconds 8]
+        [--scenarios client_credentials,introspection,refresh_token,authorization_code]
+        [--port 18509] [--dbname idp_bench_cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import password_hash, user_pool
+from bench.flows import UserPicker
+from bench.loadgen import run_wrk
+from bench.procstat import sample
+from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
+from bench.seed import drop_pg_database
+from bench.targets import prepare_ours_pg, prepare_ours_sqlite
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", choices=["sqlite", "pg"], default="pg")
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument(
+        "--scenarios", default="client_credentials,introspection,refresh_token,authorization_code"
+    )
+    ap.add_argument("--port", type=int, default=18509)
+    ap.add_argument("--dbname", default="idp_bench_cpu")
+    args = ap.parse_args()
+    users = user_pool(50)
+    label = f"ours-{args.db}-cpu-{args.port}"
+    target = (
+        prepare_ours_sqlite(label, args.port, users, password_hash())
+        if args.db == "sqlite"
+        else prepare_ours_pg(label, args.port, users, password_hash(), dbname=args.dbname)
+    )
+    load = load_for(1)
+    target.start(1, load.server_cpus)
+    try:
+        state = TargetState(target, users, UserPicker(users))
+        probe(state)
+        plan = Plan.make(quick=False, rounds=1)
+        plan.codes = 8000
+        assert target.proc
+        for scenario in args.scenarios.split(","):
+            wrk_args = _wrk_args(state, scenario, plan, load)
+            before = sample(target.proc.pid)
+            result = run_wrk(
+                duration=args.seconds, threads=1, connections=32, cpus=load.client_cpus, **wrk_args
+            )
+            cpu = sample(target.proc.pid).cpu_since(before)
+            ops = result.ok
+            print(
+                f"{scenario:20s} {ops / result.seconds:8.0f} ops/s  "
+                f"{1000 * cpu / max(ops, 1):6.2f} ms CPU/op  p50 {result.p50_ms:.1f} ms",
+                flush=True,
+            )
+    finally:
+        target.stop()
+        if args.db == "pg":
+            drop_pg_database(args.dbname)
+
+
+if __name__ == "__main__":
+    main()
