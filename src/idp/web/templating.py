@@ -32,6 +32,9 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     extensions=["jinja2.ext.do"],
+    # Templates ship with the package and do not change while it runs: no stat() of each
+    # template (and of base.html and macros.html it pulls in) on every render.
+    auto_reload=False,
 )
 environment.globals["static_url"] = static_url
 
