@@ -42,7 +42,7 @@ import datetime as dt
 import ipaddress
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -60,11 +60,17 @@ class Verdict:
 
     `locked` means the account reached the hard stop (NIST 800-63B 5.2.2): waiting does
     not help, only support can clear it; `retry_after` is then 0.
+
+    `resettable` is False when the check saw no counter that a success resets, so the
+    caller may skip `record_success` (nothing to delete: a round trip saved on every
+    sign-in). A failure another request counts between the check and the success then
+    stands, which only errs towards more delay. Backends that cannot tell leave it True.
     """
 
     allowed: bool
     retry_after: int = 0
     locked: bool = False
+    resettable: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

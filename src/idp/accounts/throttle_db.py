@@ -15,6 +15,7 @@ through connections of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Sequence
@@ -98,7 +99,9 @@ class DatabaseThrottle:
                 )
             ).all()
         counters = {row.key: Counter(row.failures, row.last_failure_at) for row in rows}
-        return judge(((budget, counters.get(key)) for key, budget in keys), now=now)
+        verdict = judge(((budget, counters.get(key)) for key, budget in keys), now=now)
+        resettable = any(budget.reset_on_success and key in counters for key, budget in keys)
+        return dataclasses.replace(verdict, resettable=resettable)
 
     def record_failure(
         self, *, kind: str, account_id: str | None, ip: str | None, now: dt.datetime

@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 from idp.accounts import audit
 from idp.accounts.sessions import session_cookie_name
 from idp.app import Services
-from idp.models import LoginTransaction
 from idp.web.deps import ServicesDep
 from idp.web.pages import handoff, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
@@ -46,7 +45,7 @@ def show_consent(request: Request, services: ServicesDep, tx: str = "") -> Respo
         opened = rendering.guard_get(request, db, tx=tx, here=HERE, now=now)
         if isinstance(opened, Response):
             return opened
-        row, client = opened
+        row, client = opened.row, opened.client
         scopes = str((row.params or {}).get("scope") or "openid").split()
         return rendering.page(
             request,
@@ -81,9 +80,10 @@ def _submit(
     now: dt.datetime,
 ) -> Response:
     with services.sessions.begin() as db:
-        row = transactions.guard_post(db, tx=tx, form=form, here=HERE, now=now)
-        if not isinstance(row, LoginTransaction):
-            return row
+        opened = transactions.guard_post(db, tx=tx, form=form, here=HERE, now=now)
+        if not isinstance(opened, transactions.Opened):
+            return opened
+        row = opened.row
         assert isinstance(form, dict)
         decision = form.get("decision")
         if decision not in ("allow", "deny"):

@@ -16,13 +16,14 @@ from idp.accounts.sessions import set_session_cookie
 from idp.models import LoginTransaction
 from idp.settings import Settings
 from idp.web.pages import journey, transactions
-from idp.web.pages.transactions import RESUME_PATH, page_url, see_other
+from idp.web.pages.transactions import RESUME_PATH, ClientLike, page_url, see_other
 
 
 def proceed(
     db: Session,
     row: LoginTransaction,
     *,
+    client: ClientLike | None,
     tx: str,
     cookie_value: str | None,
     settings: Settings,
@@ -30,7 +31,6 @@ def proceed(
     ip: str | None,
 ) -> Response:
     """303 to the consent page, or finish the journey and 303 to `/authorize/resume`."""
-    client = transactions.client_of(db, row)
     if client is not None and journey.needs_consent(row, client):
         row.stage = "consent"
         return see_other(page_url(tx, transactions.STAGE_PATHS["consent"]))

@@ -14,13 +14,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from idp.accounts import mfa_policy, totp
+from idp.accounts import mfa_policy
 from idp.accounts.sessions import current_session, start_session
-from idp.models import BrowserSession, Client, LoginTransaction
+from idp.models import BrowserSession, LoginTransaction, TotpCredential
 from idp.oauth.acr import ACR_MFA, ACR_SFA, AMR_OTP, AMR_PASSWORD, acr_for, amr_with
 from idp.settings import Settings
+from idp.web.pages.transactions import ClientLike
 
 DONE = "done"
 
@@ -42,7 +44,9 @@ def stage_after_password(
     stage = mfa_policy.stage_after_password(
         today=now.date(),
         required_from=settings.mfa_required_from,
-        has_authenticator=totp.credential_for(db, account_id=account_id) is not None,
+        has_authenticator=bool(
+            db.scalar(select(exists().where(TotpCredential.account_id == account_id)))
+        ),
     )
     if stage == "mfa_setup_optional" and client_requires_mfa(row):
         return "mfa_setup"
@@ -58,14 +62,14 @@ def may_skip_setup(row: LoginTransaction, *, settings: Settings, now: dt.datetim
     )
 
 
-def needs_consent(row: LoginTransaction, client: Client) -> bool:
+def needs_consent(row: LoginTransaction, client: ClientLike) -> bool:
     """Consent is asked for clients that are not first-party and for `prompt=consent`
     (OIDC Core 3.1.2.1), once per journey."""
     prompts = str((row.params or {}).get("prompt") or "").split()
     return (not client.first_party or "consent" in prompts) and row.consented_at is None
 
 
-def stage_after_second_factor(row: LoginTransaction, client: Client) -> str:
+def stage_after_second_factor(row: LoginTransaction, client: ClientLike) -> str:
     """`consent` or done, once the person has passed (or skipped) the second factor."""
     return "consent" if needs_consent(row, client) else DONE
 
@@ -131,6 +135,13 @@ def finish(
         row.amr, row.auth_time = list(old.amr), old.auth_time
     auth_time = row.auth_time or now
     acr = acr_for(row.amr)
+    # Set before the session's insert is flushed, so the transaction is updated in the
+    # same flush (one UPDATE), not again at commit.
+    row.acr = acr
+    row.auth_time = auth_time
+    row.completed_at = now
+    row.stage = DONE
+    row.error = None
     session, new_cookie = start_session(
         db,
         account_id=row.account_id,
@@ -141,9 +152,4 @@ def finish(
         now=now,
         replacing=old,
     )
-    row.acr = acr
-    row.auth_time = auth_time
-    row.completed_at = now
-    row.stage = DONE
-    row.error = None
     return Finished(cookie_value=new_cookie, session=session)

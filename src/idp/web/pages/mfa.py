@@ -53,12 +53,10 @@ def _pending_secret(row: LoginTransaction, services: Services, *, create: bool) 
     return secret
 
 
-def _match_stage_to_authenticator(db: Session, row: LoginTransaction) -> str | None:
+def _match_stage_to_authenticator(row: LoginTransaction, *, enrolled: bool) -> str | None:
     """Move a setup page to the code page once an authenticator exists (another tab
     finished setup), and a code page to setup when there is none (a step-up for someone
     who skipped setup, or support removed it); the new stage, or None if unchanged."""
-    assert row.account_id is not None
-    enrolled = totp.credential_for(db, account_id=row.account_id) is not None
     if enrolled and row.stage in SETUP_STAGES:
         row.stage, row.pending_totp_encrypted = "mfa", None
         return row.stage
@@ -75,12 +73,12 @@ def _long_date(day: dt.date) -> str:
 def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -> Response:
     now = clock(request)
     with services.sessions.begin() as db:
-        opened = rendering.guard_get(request, db, tx=tx, here=here, now=now)
+        opened = rendering.guard_get(request, db, tx=tx, here=here, now=now, enrolment=True)
         if isinstance(opened, Response):
             return opened
-        row, client = opened
+        row, client = opened.row, opened.client
         assert row.account_id is not None
-        moved = _match_stage_to_authenticator(db, row)
+        moved = _match_stage_to_authenticator(row, enrolled=bool(opened.enrolled))
         if moved is not None:
             return see_other(page_url(tx, transactions.STAGE_PATHS[moved]))
         error = transactions.take_error(row)
@@ -172,10 +170,12 @@ def _submit(
     now: dt.datetime,
 ) -> Response:
     settings = services.settings
-    with services.sessions.begin() as db:
-        row = transactions.guard_post(db, tx=tx, form=form, here=here, now=now)
-        if not isinstance(row, LoginTransaction):
-            return row
+    # No autoflush: the transaction's row is written once, not before each read.
+    with services.sessions.begin() as db, db.no_autoflush:
+        opened = transactions.guard_post(db, tx=tx, form=form, here=here, now=now)
+        if not isinstance(opened, transactions.Opened):
+            return opened
+        row = opened.row
         assert isinstance(form, dict)
         assert row.account_id is not None
         back = see_other(page_url(tx, transactions.STAGE_PATHS[row.stage]))
@@ -194,7 +194,14 @@ def _submit(
                 row.stage, row.account_id, row.amr = "password", None, []
                 return see_other(page_url(tx, "/signin"))
         return handoff.proceed(
-            db, row, tx=tx, cookie_value=cookie, settings=settings, now=now, ip=ip
+            db,
+            row,
+            client=opened.client,
+            tx=tx,
+            cookie_value=cookie,
+            settings=settings,
+            now=now,
+            ip=ip,
         )
 
 
@@ -237,7 +244,8 @@ def _check_code(
         throttle.record_failure(kind=CODE, account_id=row.account_id, ip=ip, now=now)
         audit.record(db, "signin.code_failed", account_id=row.account_id, ip=ip)
         return wrong
-    throttle.record_success(kind=CODE, account_id=row.account_id, ip=ip, now=now)
+    if verdict.resettable:  # else no counter of this account to reset
+        throttle.record_success(kind=CODE, account_id=row.account_id, ip=ip, now=now)
     return None
 
 

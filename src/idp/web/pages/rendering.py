@@ -14,10 +14,10 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from idp.models import Client, LoginTransaction
+from idp.models import LoginTransaction
 from idp.web.pages import transactions
 from idp.web.pages.messages import lookup, summary
-from idp.web.pages.transactions import Problem
+from idp.web.pages.transactions import ClientLike, Opened, Problem
 from idp.web.security import csp_source_for
 from idp.web.templating import DEFAULT_SERVICE_NAME, render
 
@@ -42,7 +42,7 @@ _PROBLEMS: dict[Problem, tuple[int, str, str]] = {
 }
 
 
-def _service(client: Client | None) -> str:
+def _service(client: ClientLike | None) -> str:
     return transactions.service_name(client) or DEFAULT_SERVICE_NAME
 
 
@@ -51,7 +51,7 @@ def page(
     template: str,
     *,
     row: LoginTransaction,
-    client: Client | None,
+    client: ClientLike | None,
     tx: str,
     title: str,
     error_key: str | None = None,
@@ -89,7 +89,7 @@ def page(
 
 
 def problem_page(
-    request: Request, *, row: LoginTransaction | None, client: Client | None, problem: Problem
+    request: Request, *, row: LoginTransaction | None, client: ClientLike | None, problem: Problem
 ) -> HTMLResponse:
     """Why this sign-in cannot go on, with "Start again" when the request is known."""
     status_code, title, message = _PROBLEMS[problem]
@@ -107,12 +107,18 @@ def problem_page(
 
 
 def guard_get(
-    request: Request, db: Session, *, tx: str, here: Collection[str], now: dt.datetime
-) -> tuple[LoginTransaction, Client | None] | Response:
-    """The transaction a page may show, with its client; or the problem page for an unusable
-    transaction, or the 303 to the page of the transaction's current stage."""
-    row, problem = transactions.load(db, tx=tx, now=now)
-    client = transactions.client_of(db, row) if row else None
+    request: Request,
+    db: Session,
+    *,
+    tx: str,
+    here: Collection[str],
+    now: dt.datetime,
+    enrolment: bool = False,
+) -> Opened | Response:
+    """The transaction a page may show, with its client (and with `enrolment` whether its
+    account has an authenticator), all read in one statement; or the problem page for an
+    unusable transaction, or the 303 to the page of the transaction's current stage."""
+    row, problem, client, enrolled = transactions.load(db, tx=tx, now=now, enrolment=enrolment)
     if row is None or problem is not None:
         return problem_page(
             request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
@@ -120,4 +126,4 @@ def guard_get(
     elsewhere = transactions.redirect_for_stage(row, tx, here=here)
     if elsewhere is not None:
         return transactions.see_other(elsewhere)
-    return row, client
+    return Opened(row, client, enrolled)

@@ -50,7 +50,7 @@ def show_signin(request: Request, services: ServicesDep, tx: str = "") -> Respon
         opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
         if isinstance(opened, Response):
             return opened
-        row, client = opened
+        row, client = opened.row, opened.client
         error = transactions.take_error(row)
         hint = str((row.params or {}).get("login_hint") or "")
         return rendering.page(
@@ -81,10 +81,12 @@ def _submit(
     ip: str | None,
     now: dt.datetime,
 ) -> Response:
-    with services.sessions.begin() as db:
-        row = transactions.guard_post(db, tx=tx, form=form, here={"password"}, now=now)
-        if not isinstance(row, LoginTransaction):
-            return row
+    # No autoflush: the transaction's row is written once, at commit, not before each read.
+    with services.sessions.begin() as db, db.no_autoflush:
+        opened = transactions.guard_post(db, tx=tx, form=form, here={"password"}, now=now)
+        if not isinstance(opened, transactions.Opened):
+            return opened
+        row = opened.row
         assert isinstance(form, dict)
         outcome = _check(db, services, row, form=form, ip=ip, now=now)
         if isinstance(outcome, str):
@@ -136,7 +138,8 @@ def _check(
     if account.disabled or account.email is None:
         audit.record(db, "signin.refused", account_id=account.id, ip=ip, reason="disabled")
         return "disabled" if account.disabled else "legacy_email"
-    throttle.record_success(kind=PASSWORD, account_id=account.id, ip=ip, now=now)
+    if verdict.resettable:
+        throttle.record_success(kind=PASSWORD, account_id=account.id, ip=ip, now=now)
     if needs_rehash(account.password_hash):
         # Older hashes are upgraded at the next successful sign-in (OWASP password storage).
         account.password_hash = hash_password(password)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from idp.crypto import token_digest
-from idp.models import Client, LoginTransaction, utcnow
+from idp.models import Client, LoginTransaction, TotpCredential, utcnow
 from idp.web.csrf import csrf_valid
 from idp.web.pages.forms import BadForm
 
@@ -56,27 +58,78 @@ def clock(request: Request) -> dt.datetime:
     return utcnow()
 
 
+class ClientLike(Protocol):
+    """What the pages use of a client: its names and whether it is first-party."""
+
+    @property
+    def name(self) -> str:
+        """The client's registered name."""
+        ...
+
+    @property
+    def service_name(self) -> str | None:
+        """The service the client names in the page header, if any."""
+        ...
+
+    @property
+    def first_party(self) -> bool:
+        """First-party clients are not asked for consent."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """The client columns a page needs, read with its transaction in one statement."""
+
+    name: str
+    service_name: str | None
+    first_party: bool
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A usable transaction with its client (None if the client was deleted meanwhile)
+    and, when asked for, whether its account has an authenticator."""
+
+    row: LoginTransaction
+    client: ClientInfo | None
+    enrolled: bool | None = None
+
+
 def load(
-    db: Session, *, tx: str, now: dt.datetime, for_update: bool = False
-) -> tuple[LoginTransaction | None, Problem | None]:
-    """The transaction named by `tx` and, if it cannot be used, why.
+    db: Session, *, tx: str, now: dt.datetime, for_update: bool = False, enrolment: bool = False
+) -> tuple[LoginTransaction | None, Problem | None, ClientInfo | None, bool | None]:
+    """The transaction named by `tx`, if it cannot be used why, its client and (with
+    `enrolment`) whether its account has an authenticator: one statement.
 
     `for_update` locks the row (PostgreSQL), so two tabs posting at once are serialised.
     """
     if not tx or len(tx) > MAX_TX_LENGTH:
-        return None, Problem.UNKNOWN
-    query = select(LoginTransaction).where(LoginTransaction.id_hash == token_digest(tx))
+        return None, Problem.UNKNOWN, None, None
+    query = _load_query(enrolment).where(LoginTransaction.id_hash == token_digest(tx))
     if for_update:
-        query = query.with_for_update()
-    row = db.scalars(query).one_or_none()
-    if row is None:
-        return None, Problem.UNKNOWN
+        query = query.with_for_update(of=LoginTransaction)
+    found = db.execute(query).one_or_none()
+    if found is None:
+        return None, Problem.UNKNOWN, None, None
+    row: LoginTransaction = found[0]
+    client = None if found[1] is None else ClientInfo(found[1], found[2], bool(found[3]))
+    enrolled = bool(found[4]) if enrolment else None
     if row.consumed_at is not None:
         # The back button after success lands here: the code was already issued.
-        return row, Problem.USED
+        return row, Problem.USED, client, enrolled
     if now >= row.expires_at:
-        return row, Problem.EXPIRED
-    return row, None
+        return row, Problem.EXPIRED, client, enrolled
+    return row, None, client, enrolled
+
+
+def _load_query(enrolment: bool) -> Select[Any]:
+    columns: list[Any] = [LoginTransaction, Client.name, Client.service_name, Client.first_party]
+    if enrolment:
+        columns.append(exists().where(TotpCredential.account_id == LoginTransaction.account_id))
+    # The client has no foreign key from the transaction: an outer join, locking only
+    # the transaction's row.
+    return select(*columns).outerjoin(Client, Client.client_id == LoginTransaction.client_id)
 
 
 def csrf_ok(row: LoginTransaction, submitted: str | None) -> bool:
@@ -84,12 +137,7 @@ def csrf_ok(row: LoginTransaction, submitted: str | None) -> bool:
     return csrf_valid(row.csrf_token, submitted)
 
 
-def client_of(db: Session, row: LoginTransaction) -> Client | None:
-    """The relying party the transaction signs in to."""
-    return db.get(Client, row.client_id)
-
-
-def service_name(client: Client | None) -> str | None:
+def service_name(client: ClientLike | None) -> str | None:
     """The name shown in the page header: the client's service name, else its name."""
     if client is None:
         return None
@@ -140,14 +188,14 @@ def guard_post(
     form: dict[str, str] | BadForm,
     here: Collection[str],
     now: dt.datetime,
-) -> LoginTransaction | RedirectResponse:
-    """The transaction a POST may act on, or the 303 that explains why not.
+) -> Opened | RedirectResponse:
+    """The transaction a POST may act on (with its client), or the 303 that explains why not.
 
     Every refusal redirects (303 after every POST) to a page that shows the reason: an
     unusable transaction's problem page, or this stage's page with a message stored on the
     transaction. Nothing else is written, so a refused POST leaves no half-done state.
     """
-    row, problem = load(db, tx=tx, now=now, for_update=True)
+    row, problem, client, _ = load(db, tx=tx, now=now, for_update=True)
     if row is None or problem is not None:
         # The GET explains; a value that cannot be ours is not echoed into the Location.
         return see_other(page_url(tx if len(tx) <= MAX_TX_LENGTH else "", "/signin"))
@@ -162,4 +210,4 @@ def guard_post(
         # ASVS 3.5.1: a missing or wrong token changes nothing but the message.
         row.error = "csrf"
         return back
-    return row
+    return Opened(row, client)
