@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from idp.admin.clients import create_client
 from idp.admin.users import create_account
 from idp.app import Services
-from idp.models import AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
+from idp.models import Account, AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
 from idp.oauth import store
 from idp.oauth.models import Authentication
 
@@ -76,6 +76,39 @@ def test_a_code_is_redeemed_once_and_reuse_revokes_the_grant(services, grant_id)
             .where(RefreshToken.revoked_at.is_not(None))
         )
         assert revoked == 2
+
+
+def test_a_redeemed_code_carries_its_grants_subject(services, grant_id) -> None:
+    with services.sessions() as db, db.begin():
+        redeemed = store.redeem_code(db, code="the-code", client_id="app", now=NOW)
+    assert redeemed is not None
+    assert (redeemed.redirect_uri, redeemed.scope, redeemed.code_challenge_method) == (
+        "https://app.example/cb",
+        "openid",
+        "S256",
+    )
+    assert redeemed.subject is not None
+    assert redeemed.subject.grant_id == grant_id
+    assert (redeemed.subject.auth_time, redeemed.subject.acr) == (NOW, "x")
+    assert (redeemed.subject.amr, redeemed.subject.sid) == (["pwd"], "s")
+    assert redeemed.subject.grant_expires_at == NOW + dt.timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize("change", ["grant revoked", "account disabled"])
+def test_a_code_whose_grant_died_since_has_no_subject(services, grant_id, change) -> None:
+    with services.sessions() as db, db.begin():
+        grant = db.get(Grant, grant_id)
+        assert grant is not None
+        if change == "grant revoked":
+            store.revoke_grant(db, grant_id=grant_id, now=NOW, reason="test")
+        else:
+            db.execute(
+                update(Account).where(Account.id == grant.account_id).values(disabled_at=NOW)
+            )
+    with services.sessions() as db, db.begin():
+        redeemed = store.redeem_code(db, code="the-code", client_id="app", now=NOW)
+    assert redeemed is not None
+    assert redeemed.subject is None  # the grant then refuses with invalid_grant
 
 
 def test_an_expired_code_is_not_redeemed(services, grant_id) -> None:

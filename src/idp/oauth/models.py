@@ -146,10 +146,24 @@ class Authentication:
     sid: str | None
 
 
-class OAuthCode:
-    """An authorization code row as Authlib sees it."""
+@dataclass(frozen=True)
+class RedeemedCode:
+    """An authorization code just marked redeemed, with who its grant stands for."""
 
-    def __init__(self, row: AuthorizationCode) -> None:
+    grant_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str
+    code_challenge_method: str
+    #: None when the grant has been revoked or the account disabled since the code was made.
+    subject: Subject | None
+
+
+class OAuthCode:
+    """An authorization code as Authlib sees it."""
+
+    def __init__(self, row: AuthorizationCode | RedeemedCode) -> None:
         self.row = row
         self.code_challenge = row.code_challenge
         self.code_challenge_method = row.code_challenge_method

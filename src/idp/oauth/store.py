@@ -26,7 +26,7 @@ from idp.models import (
     RevokedAccessToken,
     UsedClientAssertion,
 )
-from idp.oauth.models import Authentication, Subject
+from idp.oauth.models import Authentication, RedeemedCode, Subject
 
 
 def create_grant(
@@ -89,50 +89,44 @@ class CodeReusedError(Exception):
     """A code was presented again after its first redemption."""
 
 
-def redeem_code(
-    db: Session, *, code: str, client_id: str, now: dt.datetime
-) -> AuthorizationCode | None:
-    """Mark a code redeemed and return it; None when unknown, another client's, or
-    expired. Raises `CodeReusedError` (after revoking its grant) on a second redemption
-    (RFC 6749 4.1.2, RFC 9700 4.2.4: revoke every token issued from that code)."""
+def redeem_code(db: Session, *, code: str, client_id: str, now: dt.datetime) -> RedeemedCode | None:
+    """Mark a code redeemed and return it with its grant's subject; None when unknown,
+    another client's, or expired. Raises `CodeReusedError` (after revoking its grant) on a
+    second redemption (RFC 6749 4.1.2, RFC 9700 4.2.4: revoke every token issued from
+    that code)."""
     digest = token_digest(code)
-    # One round trip on the hot path: claim and read the row together (RETURNING works
-    # on SQLite >= 3.35 and PostgreSQL).
-    row = db.scalars(
-        update(AuthorizationCode)
-        .where(
-            AuthorizationCode.code_hash == digest,
-            AuthorizationCode.client_id == client_id,
-            AuthorizationCode.redeemed_at.is_(None),
-        )
-        .values(redeemed_at=now)
-        .returning(AuthorizationCode)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
-    if row is None:
+    params = {"b_code_hash": digest, "b_client_id": client_id, "b_now": now}
+    connection = db.connection()
+    # The hot path: claim the code and read it with its grant and account together, in
+    # one statement on PostgreSQL (UPDATE ... FROM ... RETURNING); SQLite's RETURNING may
+    # not name the joined tables, so there the grant is a second (in-process) statement.
+    found: Sequence[Any] | None
+    if connection.dialect.name == "sqlite":
+        found = connection.execute(_REDEEM_CODE, params).one_or_none()
+        if found is not None:
+            found = (*found, *connection.execute(_CODE_GRANT, {"b_grant_id": found[0]}).one())
+    else:
+        found = connection.execute(_REDEEM_CODE_WITH_GRANT, params).one_or_none()
+    if found is None:
         used = db.get(AuthorizationCode, digest)
         if used is not None and used.client_id == client_id:
             revoke_grant(db, grant_id=used.grant_id, now=now, reason="code_reused")
             raise CodeReusedError
         return None
-    if row.expires_at <= now:
+    grant_id, redirect_uri, scope, nonce, challenge, method, expires_at = found[:7]
+    if expires_at <= now:
         return None
-    return row
-
-
-def load_subject(db: Session, *, grant_id: str, now: dt.datetime) -> Subject | None:
-    """The live grant's subject; None when the grant is revoked or the account disabled."""
-    found = db.execute(
-        select(Grant, Account.disabled_at)
-        .join(Account, Account.id == Grant.account_id)
-        .where(Grant.id == grant_id)
-    ).first()
-    if found is None:
-        return None
-    grant, disabled_at = found
-    if grant.revoked_at is not None or disabled_at is not None:
-        return None
-    return subject_of(grant)
+    *grant, grant_revoked_at, account_disabled_at = found[7:]
+    live = grant_revoked_at is None and account_disabled_at is None
+    return RedeemedCode(
+        grant_id=grant_id,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        nonce=nonce,
+        code_challenge=challenge,
+        code_challenge_method=method,
+        subject=_subject(grant) if live else None,
+    )
 
 
 def subject_of(grant: Grant) -> Subject:
@@ -240,6 +234,36 @@ _CLAIM_WITH_GRANT = _CLAIM.returning(*_CLAIMED_TOKEN, *_CLAIMED_GRANT)
 _CLAIM_TOKEN = _CLAIM.returning(*_CLAIMED_TOKEN, _TOKENS.c.grant_id)
 _GRANT_BY_ID = select(*_CLAIMED_GRANT).where(_GRANTS.c.id == bindparam("b_grant_id"))
 
+_CODES = cast(Table, AuthorizationCode.__table__)
+_REDEEM = (
+    update(_CODES)
+    .where(
+        _CODES.c.code_hash == bindparam("b_code_hash"),
+        _CODES.c.client_id == bindparam("b_client_id"),
+        _CODES.c.redeemed_at.is_(None),
+    )
+    .values(redeemed_at=bindparam("b_now"))
+)
+_REDEEMED = (
+    _CODES.c.grant_id,
+    _CODES.c.redirect_uri,
+    _CODES.c.scope,
+    _CODES.c.nonce,
+    _CODES.c.code_challenge,
+    _CODES.c.code_challenge_method,
+    _CODES.c.expires_at,
+)
+_CODE_GRANT_STATE = (*_CLAIMED_GRANT, _GRANTS.c.revoked_at, _ACCOUNTS.c.disabled_at)
+_REDEEM_CODE_WITH_GRANT = _REDEEM.where(
+    _GRANTS.c.id == _CODES.c.grant_id, _ACCOUNTS.c.id == _GRANTS.c.account_id
+).returning(*_REDEEMED, *_CODE_GRANT_STATE)
+_REDEEM_CODE = _REDEEM.returning(*_REDEEMED)
+_CODE_GRANT = (
+    select(*_CODE_GRANT_STATE)
+    .join_from(_GRANTS, _ACCOUNTS, _ACCOUNTS.c.id == _GRANTS.c.account_id)
+    .where(_GRANTS.c.id == bindparam("b_grant_id"))
+)
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -275,20 +299,20 @@ def claim_refresh_token(
 
 def _claimed(token: Sequence[Any], grant: Sequence[Any]) -> Claimed:
     scope, issued_at, expires_at = token
+    return Claimed(scope=scope, issued_at=issued_at, expires_at=expires_at, subject=_subject(grant))
+
+
+def _subject(grant: Sequence[Any]) -> Subject:
+    """The subject of a grant read as the columns `_CLAIMED_GRANT`."""
     grant_id, account_id, auth_time, acr, amr, sid, grant_expires_at = grant
-    return Claimed(
-        scope=scope,
-        issued_at=issued_at,
-        expires_at=expires_at,
-        subject=Subject(
-            account_id=account_id,
-            grant_id=grant_id,
-            auth_time=auth_time,
-            acr=acr,
-            amr=list(amr),
-            sid=sid,
-            grant_expires_at=grant_expires_at,
-        ),
+    return Subject(
+        account_id=account_id,
+        grant_id=grant_id,
+        auth_time=auth_time,
+        acr=acr,
+        amr=list(amr),
+        sid=sid,
+        grant_expires_at=grant_expires_at,
     )
 
 

@@ -67,12 +67,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             )
         except store.CodeReusedError:
             raise InvalidGrantError("The authorization code has already been used.") from None
-        return OAuthCode(row) if row is not None else None
+        if row is None:
+            return None
+        self._subject = row.subject
+        return OAuthCode(row)
 
     def delete_authorization_code(self, authorization_code: OAuthCode) -> None:
         """Nothing to do: `redeem_code` marked it used by compare-and-set."""
 
     def authenticate_user(self, authorization_code: OAuthCode) -> Subject | None:
-        return store.load_subject(
-            current_db(), grant_id=authorization_code.row.grant_id, now=self.server.now()
-        )
+        """Read with the code (`redeem_code`); None if the grant was revoked or the
+        account disabled since the code was issued."""
+        return self._subject
