@@ -1,6 +1,6 @@
 """How many SQL statements the hosted sign-in pages send (issue 5: the sign-in flow's CPU
 is mostly per-statement work). Each page reads its login transaction, its client and
-(on the code page) whether an authenticator exists in one statement, and writes the
+(on the code pages) the authenticator in one statement, and writes the
 transaction once; a clean sign-in resets no failure counters, since it saw none."""
 
 from __future__ import annotations
@@ -77,11 +77,12 @@ def test_hosted_sign_in_statements(live_server: LiveServer, monkeypatch) -> None
         # Transaction, client and (code page) authenticator: one SELECT per page view.
         "GET /signin": ["SELECT"],
         "GET /signin/code": ["SELECT"],
-        # Transaction, account, has-authenticator; the audit event; the transaction once.
-        "POST /signin": ["INSERT", "SELECT", "SELECT", "SELECT", "UPDATE"],
-        # Transaction, authenticator, its single-use step; the session, the audit event
-        # and the transaction once.
-        "POST /signin/code": ["INSERT", "INSERT", "SELECT", "SELECT", "UPDATE", "UPDATE"],
+        # Transaction with client; account with has-authenticator; the audit event; the
+        # transaction once.
+        "POST /signin": ["INSERT", "SELECT", "SELECT", "UPDATE"],
+        # Transaction with client and authenticator; the code's single-use step; the
+        # session, the audit event and the transaction once.
+        "POST /signin/code": ["INSERT", "INSERT", "SELECT", "UPDATE", "UPDATE"],
     }
     # A check each; no DELETE to reset counters that the checks found did not exist.
     assert throttled == {

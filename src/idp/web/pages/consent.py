@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 from idp.accounts import audit
 from idp.accounts.sessions import session_cookie_name
 from idp.app import Services
-from idp.web.deps import ServicesDep
 from idp.web.pages import handoff, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import client_ip
@@ -38,8 +37,9 @@ SCOPE_TEXT = {
 
 
 @router.get("/signin/consent")
-def show_consent(request: Request, services: ServicesDep, tx: str = "") -> Response:
+def show_consent(request: Request) -> Response:
     """What the app asks to use, with Allow and Cancel."""
+    services, tx = transactions.services_and_tx(request)
     now = clock(request)
     with services.sessions.begin() as db:
         opened = rendering.guard_get(request, db, tx=tx, here=HERE, now=now)
@@ -60,8 +60,9 @@ def show_consent(request: Request, services: ServicesDep, tx: str = "") -> Respo
 
 
 @router.post("/signin/consent")
-async def submit_consent(request: Request, services: ServicesDep, tx: str = "") -> Response:
+async def submit_consent(request: Request) -> Response:
     """Record the person's choice and hand back to the protocol."""
+    services, tx = transactions.services_and_tx(request)
     form = await read_form(request)
     cookie = request.cookies.get(session_cookie_name(services.settings))
     now, ip = clock(request), client_ip(request)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from idp.accounts import mfa_policy
 from idp.accounts.sessions import current_session, start_session
-from idp.models import BrowserSession, LoginTransaction, TotpCredential
+from idp.models import BrowserSession, LoginTransaction
 from idp.oauth.acr import ACR_MFA, ACR_SFA, AMR_OTP, AMR_PASSWORD, acr_for, amr_with
 from idp.settings import Settings
 from idp.web.pages.transactions import ClientLike
@@ -38,15 +37,13 @@ def client_requires_mfa(row: LoginTransaction) -> bool:
 
 
 def stage_after_password(
-    db: Session, row: LoginTransaction, *, account_id: str, settings: Settings, now: dt.datetime
+    row: LoginTransaction, *, has_authenticator: bool, settings: Settings, now: dt.datetime
 ) -> str:
     """`mfa`, `mfa_setup` or `mfa_setup_optional` for the person who gave the password."""
     stage = mfa_policy.stage_after_password(
         today=now.date(),
         required_from=settings.mfa_required_from,
-        has_authenticator=bool(
-            db.scalar(select(exists().where(TotpCredential.account_id == account_id)))
-        ),
+        has_authenticator=has_authenticator,
     )
     if stage == "mfa_setup_optional" and client_requires_mfa(row):
         return "mfa_setup"

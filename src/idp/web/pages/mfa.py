@@ -124,8 +124,9 @@ def show_setup(request: Request, services: ServicesDep, tx: str = "") -> Respons
 
 
 @router.get("/signin/code")
-def show_code(request: Request, services: ServicesDep, tx: str = "") -> Response:
+def show_code(request: Request) -> Response:
     """The security code form."""
+    services, tx = transactions.services_and_tx(request)
     return _show(request, services, tx, CODE_STAGES)
 
 
@@ -136,8 +137,9 @@ async def submit_setup(request: Request, services: ServicesDep, tx: str = "") ->
 
 
 @router.post("/signin/code")
-async def submit_code(request: Request, services: ServicesDep, tx: str = "") -> Response:
+async def submit_code(request: Request) -> Response:
     """Check a security code."""
+    services, tx = transactions.services_and_tx(request)
     return await _post(request, services, tx, CODE_STAGES)
 
 
@@ -172,7 +174,9 @@ def _submit(
     settings = services.settings
     # No autoflush: the transaction's row is written once, not before each read.
     with services.sessions.begin() as db, db.no_autoflush:
-        opened = transactions.guard_post(db, tx=tx, form=form, here=here, now=now)
+        opened = transactions.guard_post(
+            db, tx=tx, form=form, here=here, now=now, credential=here is CODE_STAGES
+        )
         if not isinstance(opened, transactions.Opened):
             return opened
         row = opened.row
@@ -185,7 +189,15 @@ def _submit(
             row.pending_totp_encrypted = None
             audit.record(db, "mfa.setup_skipped", account_id=row.account_id, ip=ip)
         else:
-            error = _check_code(db, services, row, code=form.get("code", ""), ip=ip, now=now)
+            error = _check_code(
+                db,
+                services,
+                row,
+                credential=opened.credential,
+                code=form.get("code", ""),
+                ip=ip,
+                now=now,
+            )
             if error is not None:
                 row.error = error
                 return see_other(page_url(tx, transactions.STAGE_PATHS[row.stage]))
@@ -210,11 +222,15 @@ def _check_code(
     services: Services,
     row: LoginTransaction,
     *,
+    credential: transactions.Authenticator | None,
     code: str,
     ip: str | None,
     now: dt.datetime,
 ) -> str | None:
-    """None if the code is right (and now spent), else the key of the message to show."""
+    """None if the code is right (and now spent), else the key of the message to show.
+
+    `credential` is the account's authenticator as read with the transaction (code page).
+    """
     assert row.account_id is not None
     if not code.strip():
         return "code_missing"
@@ -229,7 +245,6 @@ def _check_code(
     if row.stage in SETUP_STAGES:
         ok, wrong = _confirm_setup(db, services, row, code=code, now=now), "setup_code_wrong"
     else:
-        credential = totp.credential_for(db, account_id=row.account_id)
         if credential is None:
             # Support removed the authenticator meanwhile: set up a new one.
             row.stage = "mfa_setup"

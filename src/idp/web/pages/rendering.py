@@ -118,12 +118,16 @@ def guard_get(
     """The transaction a page may show, with its client (and with `enrolment` whether its
     account has an authenticator), all read in one statement; or the problem page for an
     unusable transaction, or the 303 to the page of the transaction's current stage."""
-    row, problem, client, enrolled = transactions.load(db, tx=tx, now=now, enrolment=enrolment)
+    loaded = transactions.load(db, tx=tx, now=now, enrolment=enrolment)
+    row, problem = loaded.row, loaded.problem
     if row is None or problem is not None:
         return problem_page(
-            request, row=row, client=client, problem=problem or transactions.Problem.UNKNOWN
+            request,
+            row=row,
+            client=loaded.client,
+            problem=problem or transactions.Problem.UNKNOWN,
         )
     elsewhere = transactions.redirect_for_stage(row, tx, here=here)
     if elsewhere is not None:
         return transactions.see_other(elsewhere)
-    return Opened(row, client, enrolled)
+    return loaded.opened()

@@ -13,16 +13,15 @@ import datetime as dt
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from idp.accounts import audit
+from idp.accounts.emails import InvalidEmail, parse_email
 from idp.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
-from idp.admin.users import find_by_email
 from idp.app import Services
-from idp.models import Account, LoginTransaction
-from idp.web.deps import ServicesDep
+from idp.models import Account, LoginTransaction, TotpCredential
 from idp.web.pages import journey, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import (
@@ -43,8 +42,9 @@ MAX_LEGACY_CANDIDATES = 5
 
 
 @router.get("/signin")
-def show_signin(request: Request, services: ServicesDep, tx: str = "") -> Response:
+def show_signin(request: Request) -> Response:
     """The email address and password form."""
+    services, tx = transactions.services_and_tx(request)
     now = clock(request)
     with services.sessions.begin() as db:
         opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
@@ -66,8 +66,9 @@ def show_signin(request: Request, services: ServicesDep, tx: str = "") -> Respon
 
 
 @router.post("/signin")
-async def submit_signin(request: Request, services: ServicesDep, tx: str = "") -> Response:
+async def submit_signin(request: Request) -> Response:
     """Check the email address and password; 303 to the next stage or back with a message."""
+    services, tx = transactions.services_and_tx(request)
     form = await read_form(request)
     now, ip = clock(request), client_ip(request)
     return await run_in_threadpool(_submit, services, tx=tx, form=form, ip=ip, now=now)
@@ -92,12 +93,13 @@ def _submit(
         if isinstance(outcome, str):
             row.error = outcome
             return see_other(page_url(tx, "/signin"))
-        journey.password_passed(row, account_id=outcome.id, now=now)
+        account, has_authenticator = outcome
+        journey.password_passed(row, account_id=account.id, now=now)
         row.stage = journey.stage_after_password(
-            db, row, account_id=outcome.id, settings=services.settings, now=now
+            row, has_authenticator=has_authenticator, settings=services.settings, now=now
         )
         audit.record(
-            db, "signin.password_ok", account_id=outcome.id, client_id=row.client_id, ip=ip
+            db, "signin.password_ok", account_id=account.id, client_id=row.client_id, ip=ip
         )
         return see_other(page_url(tx, transactions.STAGE_PATHS[row.stage]))
 
@@ -110,8 +112,9 @@ def _check(
     form: dict[str, str],
     ip: str | None,
     now: dt.datetime,
-) -> Account | str:
-    """The account whose password was given, or the key of the message to show."""
+) -> tuple[Account, bool] | str:
+    """The account whose password was given and whether it has an authenticator, or the
+    key of the message to show."""
     email = form.get("email", "").strip()
     password = form.get("password", "")
     row.entered_email = email[:MAX_EMAIL_LENGTH] or None
@@ -119,7 +122,9 @@ def _check(
         return "email_missing"
     if not password:
         return "password_missing"
-    account = find_by_email(db, email=email) if len(email) <= MAX_EMAIL_LENGTH else None
+    account, has_authenticator = (
+        _find_account(db, email=email) if len(email) <= MAX_EMAIL_LENGTH else (None, False)
+    )
     throttle = throttle_for(services)
     account_id = account.id if account else None
     subject = throttle_subject(services, account_id=account_id, email=email)
@@ -143,7 +148,24 @@ def _check(
     if needs_rehash(account.password_hash):
         # Older hashes are upgraded at the next successful sign-in (OWASP password storage).
         account.password_hash = hash_password(password)
-    return account
+    return account, has_authenticator
+
+
+def _find_account(db: Session, *, email: str) -> tuple[Account | None, bool]:
+    """The account whose address matches `email` in any case or Unicode form (as
+    `idp.admin.users.find_by_email`), and whether it has an authenticator: one statement."""
+    try:
+        key = parse_email(email).key
+    except InvalidEmail:
+        return None, False
+    found = db.execute(
+        select(Account, exists().where(TotpCredential.account_id == Account.id)).where(
+            Account.email_key == key
+        )
+    ).one_or_none()
+    if found is None:
+        return None, False
+    return found[0], bool(found[1])
 
 
 def _failed(

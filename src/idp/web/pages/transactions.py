@@ -22,6 +22,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
+from idp.app import Services
 from idp.crypto import token_digest
 from idp.models import Client, LoginTransaction, TotpCredential, utcnow
 from idp.web.csrf import csrf_valid
@@ -40,6 +41,9 @@ STAGE_PATHS: dict[str, str] = {
 }
 RESUME_PATH = "/authorize/resume"
 
+#: An account's confirmed authenticator, as `Opened.credential` carries it.
+Authenticator = TotpCredential
+
 
 class Problem(enum.Enum):
     """Why a transaction cannot be used (each has its own explanation page)."""
@@ -47,6 +51,18 @@ class Problem(enum.Enum):
     UNKNOWN = "unknown"
     EXPIRED = "expired"
     USED = "used"
+
+
+def services_and_tx(request: Request) -> tuple[Services, str]:
+    """The app's services and the page's `tx` query parameter (the last one if repeated,
+    as a `tx: str = ""` parameter read it).
+
+    Page routes take these here rather than through FastAPI's dependency injection, which
+    ran the synchronous `get_services` in a worker thread of its own (a second thread
+    hand-off per page view) and validated `tx` on every request.
+    """
+    services: Services = request.app.state.services
+    return services, request.query_params.get("tx", "")
 
 
 def clock(request: Request) -> dt.datetime:
@@ -89,47 +105,84 @@ class ClientInfo:
 @dataclass(frozen=True)
 class Opened:
     """A usable transaction with its client (None if the client was deleted meanwhile)
-    and, when asked for, whether its account has an authenticator."""
+    and, when asked for, whether its account has an authenticator, or the authenticator."""
 
     row: LoginTransaction
     client: ClientInfo | None
     enrolled: bool | None = None
+    credential: TotpCredential | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What `load` read: the transaction (None if unknown), why it cannot be used (None
+    if it can), and what `Opened` carries."""
+
+    row: LoginTransaction | None
+    problem: Problem | None
+    client: ClientInfo | None = None
+    enrolled: bool | None = None
+    credential: TotpCredential | None = None
+
+    def opened(self) -> Opened:
+        """The `Opened` of a usable transaction."""
+        assert self.row is not None
+        return Opened(self.row, self.client, self.enrolled, self.credential)
+
+
+_UNKNOWN = Loaded(None, Problem.UNKNOWN)
 
 
 def load(
-    db: Session, *, tx: str, now: dt.datetime, for_update: bool = False, enrolment: bool = False
-) -> tuple[LoginTransaction | None, Problem | None, ClientInfo | None, bool | None]:
-    """The transaction named by `tx`, if it cannot be used why, its client and (with
-    `enrolment`) whether its account has an authenticator: one statement.
+    db: Session,
+    *,
+    tx: str,
+    now: dt.datetime,
+    for_update: bool = False,
+    enrolment: bool = False,
+    credential: bool = False,
+) -> Loaded:
+    """The transaction named by `tx`, if it cannot be used why, and its client; with
+    `enrolment` whether its account has an authenticator, with `credential` the
+    authenticator itself. One statement.
 
     `for_update` locks the row (PostgreSQL), so two tabs posting at once are serialised.
     """
     if not tx or len(tx) > MAX_TX_LENGTH:
-        return None, Problem.UNKNOWN, None, None
-    query = _load_query(enrolment).where(LoginTransaction.id_hash == token_digest(tx))
+        return _UNKNOWN
+    query = _load_query(enrolment, credential).where(LoginTransaction.id_hash == token_digest(tx))
     if for_update:
         query = query.with_for_update(of=LoginTransaction)
     found = db.execute(query).one_or_none()
     if found is None:
-        return None, Problem.UNKNOWN, None, None
+        return _UNKNOWN
     row: LoginTransaction = found[0]
     client = None if found[1] is None else ClientInfo(found[1], found[2], bool(found[3]))
     enrolled = bool(found[4]) if enrolment else None
+    authenticator: TotpCredential | None = found[-1] if credential else None
+    problem = None
     if row.consumed_at is not None:
         # The back button after success lands here: the code was already issued.
-        return row, Problem.USED, client, enrolled
-    if now >= row.expires_at:
-        return row, Problem.EXPIRED, client, enrolled
-    return row, None, client, enrolled
+        problem = Problem.USED
+    elif now >= row.expires_at:
+        problem = Problem.EXPIRED
+    return Loaded(row, problem, client, enrolled, authenticator)
 
 
-def _load_query(enrolment: bool) -> Select[Any]:
+def _load_query(enrolment: bool, credential: bool) -> Select[Any]:
     columns: list[Any] = [LoginTransaction, Client.name, Client.service_name, Client.first_party]
     if enrolment:
         columns.append(exists().where(TotpCredential.account_id == LoginTransaction.account_id))
-    # The client has no foreign key from the transaction: an outer join, locking only
-    # the transaction's row.
-    return select(*columns).outerjoin(Client, Client.client_id == LoginTransaction.client_id)
+    if credential:
+        columns.append(TotpCredential)
+    # The client has no foreign key from the transaction: outer joins, locking only the
+    # transaction's row (the authenticator's single use is its own compare-and-set).
+    query = select(*columns).outerjoin(Client, Client.client_id == LoginTransaction.client_id)
+    if credential:
+        query = query.outerjoin(
+            TotpCredential, TotpCredential.account_id == LoginTransaction.account_id
+        )
+    return query
 
 
 def csrf_ok(row: LoginTransaction, submitted: str | None) -> bool:
@@ -188,14 +241,17 @@ def guard_post(
     form: dict[str, str] | BadForm,
     here: Collection[str],
     now: dt.datetime,
+    credential: bool = False,
 ) -> Opened | RedirectResponse:
-    """The transaction a POST may act on (with its client), or the 303 that explains why not.
+    """The transaction a POST may act on (with its client and, with `credential`, its
+    account's authenticator), or the 303 that explains why not.
 
     Every refusal redirects (303 after every POST) to a page that shows the reason: an
     unusable transaction's problem page, or this stage's page with a message stored on the
     transaction. Nothing else is written, so a refused POST leaves no half-done state.
     """
-    row, problem, client, _ = load(db, tx=tx, now=now, for_update=True)
+    loaded = load(db, tx=tx, now=now, for_update=True, credential=credential)
+    row, problem = loaded.row, loaded.problem
     if row is None or problem is not None:
         # The GET explains; a value that cannot be ours is not echoed into the Location.
         return see_other(page_url(tx if len(tx) <= MAX_TX_LENGTH else "", "/signin"))
@@ -210,4 +266,4 @@ def guard_post(
         # ASVS 3.5.1: a missing or wrong token changes nothing but the message.
         row.error = "csrf"
         return back
-    return Opened(row, client)
+    return loaded.opened()
