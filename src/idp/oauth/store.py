@@ -373,10 +373,11 @@ def revoke_access_token(db: Session, *, jti: str, expires_at: dt.datetime) -> No
 
 # Built once: constructing a statement cost more CPU than running it (profile of
 # introspection); the values travel as bound parameters.
-_JTI_REVOKED = exists().where(RevokedAccessToken.jti == bindparam("jti"))
+_REVOKED_JTIS = cast(Table, RevokedAccessToken.__table__)
+_JTI_REVOKED = exists().where(_REVOKED_JTIS.c.jti == bindparam("jti"))
 _ACCESS_TOKEN_REVOKED = select(
     _JTI_REVOKED,
-    exists().where(Grant.id == bindparam("grant_id"), Grant.revoked_at.is_(None)),
+    exists().where(_GRANTS.c.id == bindparam("grant_id"), _GRANTS.c.revoked_at.is_(None)),
 )
 _ACCESS_TOKEN_JTI_REVOKED = select(_JTI_REVOKED)
 
@@ -384,9 +385,11 @@ _ACCESS_TOKEN_JTI_REVOKED = select(_JTI_REVOKED)
 def access_token_revoked(db: Session, *, jti: str, grant_id: str | None) -> bool:
     """True when the access token, or the grant it came from, has been revoked (or the
     grant is gone). One statement: both primary-key look-ups together."""
+    connection = db.connection()  # Core: the ORM's execution path costs more than the query
     if grant_id is None:
-        return bool(db.scalar(_ACCESS_TOKEN_JTI_REVOKED, {"jti": jti}))
-    revoked, live = db.execute(_ACCESS_TOKEN_REVOKED, {"jti": jti, "grant_id": grant_id}).one()
+        return bool(connection.execute(_ACCESS_TOKEN_JTI_REVOKED, {"jti": jti}).scalar())
+    params = {"jti": jti, "grant_id": grant_id}
+    revoked, live = connection.execute(_ACCESS_TOKEN_REVOKED, params).one()
     return bool(revoked) or not live
 
 
