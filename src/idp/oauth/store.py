@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from idp.accounts import audit
 from idp.crypto import token_digest
@@ -385,12 +387,34 @@ _ACCESS_TOKEN_JTI_REVOKED = select(_JTI_REVOKED)
 def access_token_revoked(db: Session, *, jti: str, grant_id: str | None) -> bool:
     """True when the access token, or the grant it came from, has been revoked (or the
     grant is gone). One statement: both primary-key look-ups together."""
-    connection = db.connection()  # Core: the ORM's execution path costs more than the query
+    # Introspection's only query, compiled once per dialect: SQLAlchemy's compilation
+    # cache look-up cost more CPU than the query itself.
+    connection = db.connection()
     if grant_id is None:
-        return bool(connection.execute(_ACCESS_TOKEN_JTI_REVOKED, {"jti": jti}).scalar())
+        (revoked,) = _fetch_one(connection, _ACCESS_TOKEN_JTI_REVOKED, {"jti": jti})
+        return bool(revoked)
     params = {"jti": jti, "grant_id": grant_id}
-    revoked, live = connection.execute(_ACCESS_TOKEN_REVOKED, params).one()
+    revoked, live = _fetch_one(connection, _ACCESS_TOKEN_REVOKED, params)
     return bool(revoked) or not live
+
+
+_DRIVER_SQL: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _fetch_one(connection: Connection, statement: ClauseElement, params: dict[str, Any]) -> Any:
+    """The one row `statement` returns, compiled once and then sent as the driver's SQL
+    (`exec_driver_sql`: events and logging still see it). Only for statements whose
+    parameters and results need no type conversion."""
+    key = (id(statement), connection.dialect.name)
+    compiled = _DRIVER_SQL.get(key)
+    if compiled is None:
+        sql = statement.compile(dialect=connection.dialect)
+        assert isinstance(sql, SQLCompiler)
+        order = tuple(sql.positiontup) if sql.positional and sql.positiontup else None
+        compiled = _DRIVER_SQL[key] = (sql.string, order)
+    sql_text, order = compiled
+    values = tuple(params[name] for name in order) if order else params
+    return connection.exec_driver_sql(sql_text, values).one()
 
 
 def use_client_assertion(db: Session, *, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
