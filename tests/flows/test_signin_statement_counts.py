@@ -22,15 +22,18 @@ from tests.flows.signin import parse_page, start_sign_in, totp_code
 
 
 @contextmanager
-def statements(engine: Engine) -> Iterator[list[str]]:
+def statements(engine: Engine, autocommit: list[bool] | None = None) -> Iterator[list[str]]:
     """The first word of every statement `engine` sends while the block runs, BEGIN left
-    out (SQLite's explicit BEGIN is no round trip to a server)."""
+    out (SQLite's explicit BEGIN is no round trip to a server); `autocommit` collects
+    whether each ran outside a transaction (PostgreSQL)."""
     sent: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         word = statement.split(None, 1)[0].upper()
         if word != "BEGIN":
             sent.append(word)
+            if autocommit is not None:
+                autocommit.append(bool(getattr(conn.connection.dbapi_connection, "autocommit", 0)))
 
     event.listen(engine, "before_cursor_execute", record)
     try:
@@ -50,9 +53,14 @@ def test_hosted_sign_in_statements(live_server: LiveServer, monkeypatch) -> None
     url = urljoin(live_server.url, started.response.headers["location"])
     sent: dict[str, list[str]] = {}
     throttled: dict[str, list[str]] = {}
+    autocommit: dict[str, list[bool]] = {}
 
     def step(name: str, send: Any) -> httpx.Response:
-        with statements(engine) as main, statements(throttle_engine) as counters:
+        autocommit[name] = []
+        with (
+            statements(engine, autocommit[name]) as main,
+            statements(throttle_engine) as counters,
+        ):
             response: httpx.Response = send()
         sent[name], throttled[name] = sorted(main), counters
         return response
@@ -84,6 +92,11 @@ def test_hosted_sign_in_statements(live_server: LiveServer, monkeypatch) -> None
         # session, the audit event and the transaction once.
         "POST /signin/code": ["INSERT", "INSERT", "SELECT", "UPDATE", "UPDATE"],
     }
+    if engine.dialect.name == "postgresql":
+        # Page views that write nothing read outside a transaction: no BEGIN, no COMMIT.
+        assert autocommit["GET /signin"] == [True]
+        assert autocommit["GET /signin/code"] == [True]
+        assert not any(autocommit["POST /signin"] + autocommit["POST /signin/code"])
     # A check each; no DELETE to reset counters that the checks found did not exist.
     assert throttled == {
         "GET /signin": [],

@@ -72,6 +72,16 @@ def _long_date(day: dt.date) -> str:
 
 def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -> Response:
     now = clock(request)
+    if here is CODE_STAGES:
+        # Usually nothing is written: read in a read-only session (on PostgreSQL one
+        # autocommit round trip, no BEGIN and COMMIT). A message to clear or a stage to
+        # move (no authenticator) reads again below, in a writing transaction.
+        with services.read_sessions.begin() as db:
+            opened = rendering.guard_get(request, db, tx=tx, here=here, now=now, enrolment=True)
+            if isinstance(opened, Response):
+                return opened
+            if opened.enrolled and opened.row.error is None:
+                return _code_page(request, opened, tx=tx, error=None)
     with services.sessions.begin() as db:
         opened = rendering.guard_get(request, db, tx=tx, here=here, now=now, enrolment=True)
         if isinstance(opened, Response):
@@ -84,15 +94,7 @@ def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -
         error = transactions.take_error(row)
         service = transactions.service_name(client) or "PharmOutcomes"
         if here is CODE_STAGES:
-            return rendering.page(
-                request,
-                "mfa_code.html",
-                row=row,
-                client=client,
-                tx=tx,
-                title="Enter a security code",
-                error_key=error,
-            )
+            return _code_page(request, opened, tx=tx, error=error)
         account = db.get(Account, row.account_id)
         assert account is not None
         assert account.email is not None
@@ -115,6 +117,20 @@ def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -
             may_skip=journey.may_skip_setup(row, settings=services.settings, now=now),
             required_from=_long_date(services.settings.mfa_required_from),
         )
+
+
+def _code_page(
+    request: Request, opened: transactions.Opened, *, tx: str, error: str | None
+) -> Response:
+    return rendering.page(
+        request,
+        "mfa_code.html",
+        row=opened.row,
+        client=opened.client,
+        tx=tx,
+        title="Enter a security code",
+        error_key=error,
+    )
 
 
 @router.get("/signin/setup")

@@ -46,23 +46,38 @@ def show_signin(request: Request) -> Response:
     """The email address and password form."""
     services, tx = transactions.services_and_tx(request)
     now = clock(request)
+    # Usually nothing is written: read in a read-only session (on PostgreSQL one
+    # autocommit round trip, no BEGIN and COMMIT). A stored message must be cleared as it
+    # is shown, so that case reads again in a writing transaction.
+    with services.read_sessions.begin() as db:
+        opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
+        if isinstance(opened, Response):
+            return opened
+        if opened.row.error is None:
+            return _signin_page(request, opened, tx=tx, error=None)
     with services.sessions.begin() as db:
         opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
         if isinstance(opened, Response):
             return opened
-        row, client = opened.row, opened.client
-        error = transactions.take_error(row)
-        hint = str((row.params or {}).get("login_hint") or "")
-        return rendering.page(
-            request,
-            "signin.html",
-            row=row,
-            client=client,
-            tx=tx,
-            title="Sign in",
-            error_key=error,
-            email=row.entered_email or hint[:MAX_EMAIL_LENGTH],
-        )
+        error = transactions.take_error(opened.row)
+        return _signin_page(request, opened, tx=tx, error=error)
+
+
+def _signin_page(
+    request: Request, opened: transactions.Opened, *, tx: str, error: str | None
+) -> Response:
+    row = opened.row
+    hint = str((row.params or {}).get("login_hint") or "")
+    return rendering.page(
+        request,
+        "signin.html",
+        row=row,
+        client=opened.client,
+        tx=tx,
+        title="Sign in",
+        error_key=error,
+        email=row.entered_email or hint[:MAX_EMAIL_LENGTH],
+    )
 
 
 @router.post("/signin")
