@@ -37,12 +37,21 @@ if (!/^127\.|^localhost$|^::1$/.test(HOST)) {
 const config = JSON.parse(fs.readFileSync(process.env.PEER_CONFIG, 'utf8'));
 
 // -------------------------------------------------------------------------------------------
-// Signing key: made by the primary and handed to every worker, so all publish one JWKS.
+// Signing keys, RS256 (ID tokens) and ES256 (JWT access tokens, as ours by default): made by
+// the primary and handed to every worker, so all publish one JWKS.
+function signingKeys() {
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+  return [
+    { ...rsa.export({ format: 'jwk' }), kid: 'peer-rs256-1', alg: 'RS256', use: 'sig' },
+    { ...ec.export({ format: 'jwk' }), kid: 'peer-es256-1', alg: 'ES256', use: 'sig' },
+  ];
+}
+
 if (cluster.isPrimary && WORKERS > 1) {
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'peer-rs256-1', alg: 'RS256', use: 'sig' };
+  const keys = signingKeys();
   for (let i = 0; i < WORKERS; i += 1) {
-    cluster.fork({ PEER_JWK: JSON.stringify(jwk) });
+    cluster.fork({ PEER_JWKS: JSON.stringify(keys) });
   }
   cluster.on('exit', (worker, code) => {
     console.error(`peer worker ${worker.process.pid} exited with ${code}`);
@@ -52,11 +61,7 @@ if (cluster.isPrimary && WORKERS > 1) {
 }
 
 async function serve() {
-  let jwk = process.env.PEER_JWK ? JSON.parse(process.env.PEER_JWK) : null;
-  if (!jwk) {
-    const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-    jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'peer-rs256-1', alg: 'RS256', use: 'sig' };
-  }
+  const keys = process.env.PEER_JWKS ? JSON.parse(process.env.PEER_JWKS) : signingKeys();
 
   // -----------------------------------------------------------------------------------------
   // Accounts: a fixed set of test users sharing one precomputed argon2id hash
@@ -107,7 +112,7 @@ async function serve() {
       token_endpoint_auth_method: 'client_secret_basic',
       scope: 'openid email profile offline_access',
     }],
-    jwks: { keys: [jwk] },
+    jwks: { keys },
     cookies: { keys: ['bench-peer-cookie-key-not-secret-0123456789'] },
     claims: {
       openid: ['sub'],
@@ -138,7 +143,7 @@ async function serve() {
           audience: API,
           accessTokenFormat: 'jwt',
           accessTokenTTL: 600,
-          jwt: { sign: { alg: 'RS256' } },
+          jwt: { sign: { alg: 'ES256' } },
         }),
       },
     },

@@ -9,8 +9,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.conftest import LiveServer
-from tests.flows.oidc import discovery, oauth_client, register_client
+from tests.conftest import LiveServer, start_live_server
+from tests.flows.oidc import discovery, introspect, oauth_client, register_client
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def test_client_credentials_issues_a_verifiable_rfc9068_token(live_server, machi
 
     meta = discovery(live_server)
     keys = KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
-    decoded = jwt.decode(token["access_token"], keys, algorithms=["RS256"])
-    assert decoded.header["typ"] == "at+jwt"
+    decoded = jwt.decode(token["access_token"], keys, algorithms=["ES256"])
+    assert decoded.header["typ"] == "at+jwt"  # ES256 unless IDP_ACCESS_TOKEN_ALG says RS256
     claims = decoded.claims
     assert claims["iss"] == meta["issuer"]
     assert claims["client_id"] == claims["sub"] == claims["aud"] == machine.client_id
@@ -124,3 +124,19 @@ def test_repeated_parameters_are_refused(live_server, machine) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+def test_access_tokens_are_rs256_when_configured(database_url: str) -> None:
+    server = start_live_server(database_url, access_token_alg="RS256")
+    try:
+        machine = register_client(server, grant_types=["client_credentials"], scope="reports:read")
+        token = oauth_client(server, machine, scope="reports:read").fetch_token(
+            f"{server.url}/token", grant_type="client_credentials"
+        )
+        keys = KeySet.import_key_set(httpx.get(f"{server.url}/jwks.json").json())
+        decoded = jwt.decode(token["access_token"], keys, algorithms=["RS256"])
+        assert decoded.header["alg"] == "RS256"
+        assert introspect(server, machine, token["access_token"])["active"] is True
+    finally:
+        server.stop()
+        server.services.engine.dispose()

@@ -106,19 +106,6 @@ def test_a_client_changed_here_is_read_again_before_the_next_token(
     assert response.json()["error"] == "invalid_client"
 
 
-def test_a_parameter_sent_twice_is_invalid_request(
-    live_server: LiveServer, machine: RegisteredClient
-) -> None:
-    response = httpx.post(
-        f"{live_server.url}/token",
-        content=b"grant_type=client_credentials&scope=a&scope=b",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        auth=(machine.client_id, machine.client_secret or ""),
-    )
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_request"
-
-
 @pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
 def test_a_body_over_the_limit_is_refused_with_413(
     live_server: LiveServer, machine: RegisteredClient, path: str

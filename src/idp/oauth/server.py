@@ -197,6 +197,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             issuer=self.settings.issuer,
             access_token_seconds=self.settings.access_token_seconds,
             id_token_seconds=self.settings.id_token_seconds,
+            access_token_alg=self.settings.access_token_alg,
         )
         self.register_token_generator("default", self._generate_token)
         self.register_client_auth_method(
@@ -259,7 +260,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
         token: dict[str, Any] = {
             "token_type": "Bearer",
-            "access_token": tokens.sign_access_token(claims, self.keys),
+            "access_token": tokens.sign_access_token(
+                claims, self.keys, alg=self.settings.access_token_alg
+            ),
             "expires_in": self.settings.access_token_seconds,
             "scope": scope,
         }

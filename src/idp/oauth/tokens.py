@@ -46,6 +46,7 @@ class TokenSettings:
     issuer: str
     access_token_seconds: int
     id_token_seconds: int
+    access_token_alg: str = "ES256"  # noqa: S105 (an algorithm name)
 
 
 def _ts(moment: dt.datetime) -> int:
@@ -84,9 +85,9 @@ def access_token_claims(
     return claims
 
 
-def sign_access_token(claims: Mapping[str, Any], keys: SigningKeys) -> str:
-    """Sign with the current RS256 key, `typ: at+jwt` (RFC 9068 2.1)."""
-    return jws.sign(dict(claims), keys.signing_key("RS256"), alg="RS256", typ=ACCESS_TOKEN_TYP)
+def sign_access_token(claims: Mapping[str, Any], keys: SigningKeys, *, alg: str = "ES256") -> str:
+    """Sign with the current key for `alg`, `typ: at+jwt` (RFC 9068 2.1)."""
+    return jws.sign(dict(claims), keys.signing_key(alg), alg=alg, typ=ACCESS_TOKEN_TYP)
 
 
 def id_token_claims(
