@@ -83,5 +83,10 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level,
+        # No per-request access log from uvicorn: its lines carry whole query strings
+        # (`login_hint` addresses, `id_token_hint` tokens), and formatting one per request
+        # was a visible share of a token request's CPU. Security events go to the audit
+        # trail; request logs belong to the reverse proxy in front.
+        access_log=False,
         server_header=False,
     )

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 
 import orjson
 from starlette.applications import Starlette
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idp.app import Services
@@ -43,6 +42,8 @@ ENDPOINTS = {
 }
 
 Headers = list[tuple[bytes, bytes]]
+#: A whole response: its `http.response.start` and `http.response.body` messages.
+Messages = tuple[Message, Message]
 
 
 class _BodyTooLargeError(Exception):
@@ -68,64 +69,48 @@ class FastProtocol:
         if endpoint is None:
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            await self._answer(endpoint, scope, receive, send_tracked)
+            messages = await self._answer(endpoint, scope, receive)
         except Exception:
             log.exception("unhandled error at %s", scope["path"])
-            if not started:
-                await self._send_error(send, 500, "server_error", "Something went wrong.")
+            messages = self._error(500, "server_error", "Something went wrong.")
+        start, body = messages
+        await send(start)
+        await send(body)
 
-    async def _answer(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer(self, endpoint: str, scope: Scope, receive: Receive) -> Messages:
         if scope["method"] != "POST":
-            await self._send_error(
-                send, 405, "invalid_request", "Use POST.", extra=[(b"allow", b"POST")]
-            )
-            return
+            return self._error(405, "invalid_request", "Use POST.", extra=[(b"allow", b"POST")])
         try:
             body = await _read_body(receive)
         except _BodyTooLargeError:
-            await self._send_error(send, 413, "invalid_request", "The request is too large.")
-            return
+            return self._error(413, "invalid_request", "The request is too large.")
         try:
             data = RequestData.of_form_post(scope, body)
         except UnicodeDecodeError:
-            await self._send_error(
-                send, 400, "invalid_request", "The request is not UTF-8 form encoded."
-            )
-            return
+            return self._error(400, "invalid_request", "The request is not UTF-8 form encoded.")
         server = self._server()
         if endpoint == "token":
             response = await server.token_response(data)
         else:
             response = await server.endpoint_response(endpoint, data)
-        await self._send(send, response)
-
-    async def _send(self, send: Send, response: Response) -> None:
-        await send(
+        return (
             {
                 "type": "http.response.start",
                 "status": response.status_code,
                 "headers": [*response.raw_headers, *self._security_headers],
-            }
+            },
+            {"type": "http.response.body", "body": response.body, "more_body": False},
         )
-        await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
-    async def _send_error(
+    def _error(
         self,
-        send: Send,
         status: int,
         error: str,
         description: str,
         *,
         extra: Sequence[tuple[bytes, bytes]] = (),
-    ) -> None:
+    ) -> Messages:
         body = orjson.dumps({"error": error, "error_description": description})
         headers: Headers = [
             (b"content-type", b"application/json"),
@@ -134,8 +119,10 @@ class FastProtocol:
             *extra,
             *self._security_headers,
         ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return (
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body, "more_body": False},
+        )
 
 
 async def _read_body(receive: Receive) -> bytes:
