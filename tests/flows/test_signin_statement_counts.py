@@ -54,12 +54,13 @@ def test_hosted_sign_in_statements(live_server: LiveServer, monkeypatch) -> None
     sent: dict[str, list[str]] = {}
     throttled: dict[str, list[str]] = {}
     autocommit: dict[str, list[bool]] = {}
+    checks_autocommit: list[bool] = []
 
     def step(name: str, send: Any) -> httpx.Response:
         autocommit[name] = []
         with (
             statements(engine, autocommit[name]) as main,
-            statements(throttle_engine) as counters,
+            statements(throttle_engine, checks_autocommit) as counters,
         ):
             response: httpx.Response = send()
         sent[name], throttled[name] = sorted(main), counters
@@ -97,6 +98,8 @@ def test_hosted_sign_in_statements(live_server: LiveServer, monkeypatch) -> None
         assert autocommit["GET /signin"] == [True]
         assert autocommit["GET /signin/code"] == [True]
         assert not any(autocommit["POST /signin"] + autocommit["POST /signin/code"])
+        # The failure budget checks only read: outside a transaction too.
+        assert checks_autocommit == [True, True]
     # A check each; no DELETE to reset counters that the checks found did not exist.
     assert throttled == {
         "GET /signin": [],

@@ -34,7 +34,7 @@ from idp.accounts.throttle import (
     judge,
     keys_for,
 )
-from idp.db import POOL_RECYCLE_SECONDS, make_engine
+from idp.db import POOL_RECYCLE_SECONDS, make_engine, read_only
 from idp.models import FailureCounter
 
 #: Connections the throttle keeps open to PostgreSQL (it holds one only for a statement).
@@ -50,6 +50,10 @@ class DatabaseThrottle:
 
     def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
         self.engine = engine
+        #: The same pool for `check`, which only reads: on PostgreSQL in autocommit (the
+        #: SELECT alone, no BEGIN and ROLLBACK round trips), on SQLite a deferred read
+        #: that does not take the write lock.
+        self._reader = read_only(engine)
         self._owns_engine = owns_engine
 
     @classmethod
@@ -92,7 +96,7 @@ class DatabaseThrottle:
         keys = keys_for(kind, account_id=account_id, ip=ip)
         if not keys:
             return Verdict(allowed=True)
-        with self.engine.connect() as connection:
+        with self._reader.connect() as connection:
             rows = connection.execute(
                 select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
                     _TABLE.c.key.in_([key for key, _ in keys])
