@@ -13,6 +13,8 @@ from idp.models import AuditEvent
 log = logging.getLogger("idp.audit")
 
 _TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
+#: Built once, so its compilation cache key is too.
+_INSERT = insert(_TABLE)
 
 
 def record(
@@ -32,14 +34,15 @@ def record(
     of the session's transaction, so it commits or rolls back with the rest.
     """
     db.execute(
-        insert(_TABLE).values(
-            event=event,
-            account_id=account_id,
-            actor_id=actor_id,
-            client_id=client_id,
-            ip=ip,
-            detail=detail,
-        )
+        _INSERT,
+        {
+            "event": event,
+            "account_id": account_id,
+            "actor_id": actor_id,
+            "client_id": client_id,
+            "ip": ip,
+            "detail": detail,
+        },
     )
     log.info(
         "%s account=%s actor=%s client=%s ip=%s %s",

@@ -13,7 +13,7 @@ import datetime as dt
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import exists, func, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -166,6 +166,12 @@ def _check(
     return account, has_authenticator
 
 
+#: Built once, so its compilation cache key is too.
+_ACCOUNT_BY_EMAIL_KEY = select(
+    Account, exists().where(TotpCredential.account_id == Account.id)
+).where(Account.email_key == bindparam("email_key"))
+
+
 def _find_account(db: Session, *, email: str) -> tuple[Account | None, bool]:
     """The account whose address matches `email` in any case or Unicode form (as
     `idp.admin.users.find_by_email`), and whether it has an authenticator: one statement."""
@@ -173,11 +179,7 @@ def _find_account(db: Session, *, email: str) -> tuple[Account | None, bool]:
         key = parse_email(email).key
     except InvalidEmail:
         return None, False
-    found = db.execute(
-        select(Account, exists().where(TotpCredential.account_id == Account.id)).where(
-            Account.email_key == key
-        )
-    ).one_or_none()
+    found = db.execute(_ACCOUNT_BY_EMAIL_KEY, {"email_key": key}).one_or_none()
     if found is None:
         return None, False
     return found[0], bool(found[1])

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from idp.app import Services
@@ -150,10 +150,8 @@ def load(
     """
     if not tx or len(tx) > MAX_TX_LENGTH:
         return _UNKNOWN
-    query = _load_query(enrolment, credential).where(LoginTransaction.id_hash == token_digest(tx))
-    if for_update:
-        query = query.with_for_update(of=LoginTransaction)
-    found = db.execute(query).one_or_none()
+    query = _load_query(enrolment, credential, for_update)
+    found = db.execute(query, {"id_hash": token_digest(tx)}).one_or_none()
     if found is None:
         return _UNKNOWN
     row: LoginTransaction = found[0]
@@ -169,7 +167,25 @@ def load(
     return Loaded(row, problem, client, enrolled, authenticator)
 
 
-def _load_query(enrolment: bool, credential: bool) -> Select[Any]:
+#: The statements `load` sends, built once: a statement object kept between requests
+#: also keeps its compilation cache key, which would otherwise be computed every time.
+_LOAD_QUERIES: dict[tuple[bool, bool, bool], Select[Any]] = {}
+
+
+def _load_query(enrolment: bool, credential: bool, for_update: bool) -> Select[Any]:
+    key = (enrolment, credential, for_update)
+    query = _LOAD_QUERIES.get(key)
+    if query is None:
+        query = _build_load_query(enrolment, credential).where(
+            LoginTransaction.id_hash == bindparam("id_hash")
+        )
+        if for_update:
+            query = query.with_for_update(of=LoginTransaction)
+        _LOAD_QUERIES[key] = query
+    return query
+
+
+def _build_load_query(enrolment: bool, credential: bool) -> Select[Any]:
     columns: list[Any] = [LoginTransaction, Client.name, Client.service_name, Client.first_party]
     if enrolment:
         columns.append(exists().where(TotpCredential.account_id == LoginTransaction.account_id))
