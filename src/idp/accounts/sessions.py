@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -56,17 +56,22 @@ def _is_live(session: BrowserSession, *, settings: Settings, now: dt.datetime) -
     return now < session.last_seen_at + idle_limit
 
 
+#: The live-session read, built once so its compilation cache key is too (every request
+#: that carries a cookie sends it).
+_BY_COOKIE = (
+    select(BrowserSession, Account.disabled_at)
+    .join(Account, Account.id == BrowserSession.account_id)
+    .where(BrowserSession.id_hash == bindparam("id_hash"))
+)
+
+
 def current_session(
     db: Session, *, cookie_value: str | None, settings: Settings, now: dt.datetime
 ) -> BrowserSession | None:
     """The live session named by the cookie, or None; refreshes its idle timer."""
     if not cookie_value or len(cookie_value) > MAX_COOKIE_LENGTH:
         return None
-    row = db.execute(
-        select(BrowserSession, Account.disabled_at)
-        .join(Account, Account.id == BrowserSession.account_id)
-        .where(BrowserSession.id_hash == token_digest(cookie_value))
-    ).one_or_none()
+    row = db.execute(_BY_COOKIE, {"id_hash": token_digest(cookie_value)}).one_or_none()
     if row is None:
         return None
     session, disabled_at = row

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.orm import Session
 
 from idp.crypto import new_token, token_digest
@@ -54,19 +54,23 @@ def find_transaction(db: Session, *, txid: str | None) -> LoginTransaction | Non
     return db.get(LoginTransaction, token_digest(txid))
 
 
+#: The compare-and-set of `claim_transaction`, built once (and its cache key with it).
+_CLAIM = (
+    update(LoginTransaction)
+    .where(
+        LoginTransaction.id_hash == bindparam("claimed_id_hash"),
+        LoginTransaction.consumed_at.is_(None),
+        LoginTransaction.completed_at.is_not(None),
+    )
+    .values(consumed_at=bindparam("claimed_at"))
+    .execution_options(synchronize_session=False)
+)
+
+
 def claim_transaction(db: Session, *, transaction: LoginTransaction, now: dt.datetime) -> bool:
     """Mark a completed transaction consumed; False when someone else already did
     (compare-and-set: a double submit or the back button cannot issue twice)."""
-    result = db.execute(
-        update(LoginTransaction)
-        .where(
-            LoginTransaction.id_hash == transaction.id_hash,
-            LoginTransaction.consumed_at.is_(None),
-            LoginTransaction.completed_at.is_not(None),
-        )
-        .values(consumed_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = db.execute(_CLAIM, {"claimed_id_hash": transaction.id_hash, "claimed_at": now})
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
