@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from idp.admin.clients import create_client
 from idp.admin.users import create_account
 from idp.app import Services
+from idp.db import make_engine
 from idp.models import Account, AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
 from idp.oauth import store
 from idp.oauth.models import Authentication
@@ -136,6 +137,37 @@ def test_access_token_revocation_by_jti_and_by_grant(services, grant_id) -> None
         store.revoke_grant(db, grant_id=grant_id, now=NOW, reason="test")
         assert store.access_token_revoked(db, jti="j2", grant_id=grant_id)
         assert store.access_token_revoked(db, jti="j2", grant_id="no-such-grant")
+
+
+def test_revocation_read_on_a_driver_connection_agrees_and_leaves_it_clean(
+    services, grant_id
+) -> None:
+    # One connection in the pool: the read's connection is the one handed out next.
+    engine = make_engine(services.settings.database_url, pool_size=1, max_overflow=0)
+    try:
+
+        def now_revoked(jti: str, grant: str | None) -> bool:
+            return store.access_token_revoked_now(engine, jti=jti, grant_id=grant)
+
+        assert not now_revoked("j1", grant_id)
+        assert not now_revoked("j1", None)
+        with services.sessions() as db, db.begin():
+            store.revoke_access_token(db, jti="j1", expires_at=NOW)
+        assert now_revoked("j1", grant_id)  # committed elsewhere: seen at once
+        assert now_revoked("j1", None)
+        assert not now_revoked("j2", grant_id)
+        assert now_revoked("j2", "no-such-grant")
+        with services.sessions() as db, db.begin():
+            store.revoke_grant(db, grant_id=grant_id, now=NOW, reason="test")
+        assert now_revoked("j2", grant_id)
+        if engine.dialect.name == "postgresql":
+            raw = engine.raw_connection()
+            try:  # writers after it get a transaction again
+                assert raw.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+            finally:
+                raw.close()
+    finally:
+        engine.dispose()
 
 
 def test_client_assertion_jti_is_single_use(services, grant_id) -> None:

@@ -179,3 +179,18 @@ def test_a_database_failure_is_a_logged_500_without_detail(
     }
     assert "clients" not in response.text
     _assert_security_headers(response)
+
+
+def test_introspection_by_a_cached_client_with_a_wrong_secret_is_refused(
+    live_server: LiveServer, machine: RegisteredClient
+) -> None:
+    token = _client_credentials(live_server, machine).json()["access_token"]  # now cached
+    assert introspect(live_server, machine, token)["active"] is True
+    response = httpx.post(
+        f"{live_server.url}/introspect",
+        data={"token": token},
+        auth=(machine.client_id, "not-the-secret"),
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert "active" not in response.text

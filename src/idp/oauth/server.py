@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
+from anyio import to_thread
 from authlib.common.security import is_secure_transport
-from authlib.oauth2 import AuthorizationServer, OAuth2Request
+from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Payload
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +33,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from idp.models import utcnow
-from idp.oauth import grants, store, tokens
+from idp.oauth import grants, jws, store, token_lookup, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
 from idp.oauth.client_cache import ClientCache
 from idp.oauth.context import NoDatabaseBoundError, bound_db, current_db
@@ -346,6 +347,51 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         ring = self.services.extras.get("keyring")
         return isinstance(ring, KeyRing) and not ring.refresh_due()
 
+    async def _introspect_on_loop(self, data: RequestData) -> Response | None:
+        """Introspection of one of our access tokens by a cached client, answered on the
+        event loop with one read in a worker thread, on a driver connection of its own
+        (`store.access_token_revoked_now`): the client is authenticated first, then the
+        token verified, then its revocation read, then Authlib's endpoint answers with
+        both facts bound (`token_lookup.checked_access_token`). None when this does not
+        apply (another kind of token, a client or key not loaded here): the caller then
+        runs the whole endpoint in a worker thread with a session."""
+        from idp.oauth.keyring import KeyRing
+
+        ring = self.services.extras.get("keyring")
+        value = next((v for k, v in data.form if k == "token"), "")
+        if not isinstance(ring, KeyRing) or ring.refresh_due() or value.count(".") != 2:
+            return None
+        try:
+            kid = jws.header_of(value).get("kid")
+        except jws.JWSError:
+            return None
+        if not isinstance(kid, str) or not ring.knows_kid(kid):
+            return None
+        endpoint = self._endpoints[Introspection.ENDPOINT_NAME][0]
+        try:
+            endpoint.authenticate_endpoint_client(self.create_oauth2_request(data))
+            claims = tokens.verify_access_token(
+                value, keys=ring, issuer=self.settings.issuer, now=self.now()
+            )
+        except (OAuth2Error, NoDatabaseBoundError, tokens.TokenInvalidError):
+            return None  # the whole endpoint in a thread says why, or answers otherwise
+        jti, grant_id = token_lookup.access_token_ids(claims)
+        revoked = await to_thread.run_sync(
+            functools.partial(
+                store.access_token_revoked_now, self.services.engine, jti=jti, grant_id=grant_id
+            )
+        )
+        bound = token_lookup.checked_access_token.set(
+            token_lookup.CheckedAccessToken(value, claims, revoked)
+        )
+        try:
+            response: Response = self.create_endpoint_response(Introspection.ENDPOINT_NAME, data)
+            return response
+        except NoDatabaseBoundError:
+            return None  # the client changed meanwhile: read it again, in a thread
+        finally:
+            token_lookup.checked_access_token.reset(bound)
+
     async def endpoint_response(self, name: str, data: RequestData) -> Response:
         """Introspection (RFC 7662) or revocation (RFC 7009)."""
         # Introspection only reads, unless the client authenticates with an assertion,
@@ -353,6 +399,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         read_only = name == Introspection.ENDPOINT_NAME and not any(
             key == "client_assertion" for key, _ in data.form
         )
+        if read_only:
+            answered = await self._introspect_on_loop(data)
+            if answered is not None:
+                return answered
         response: Response = await self.run(
             self.create_endpoint_response, name, data, read_only=read_only
         )

@@ -4,7 +4,9 @@ then checked against revoked `jti` and revoked grants) or opaque refresh tokens.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from idp.oauth import store, tokens
 from idp.oauth.context import current_db
@@ -17,19 +19,44 @@ if TYPE_CHECKING:
 _MAX_TOKEN_LENGTH = 8192
 
 
+@dataclass(frozen=True)
+class CheckedAccessToken:
+    """An access token verified, and its revocation read, moments ago by this request."""
+
+    value: str
+    claims: dict[str, Any]
+    revoked: bool
+
+
+#: Set by introspection on the event loop (`IdpAuthorizationServer.endpoint_response`)
+#: around Authlib's endpoint, so `find_access_token` neither verifies it again nor reads.
+checked_access_token: ContextVar[CheckedAccessToken | None] = ContextVar(
+    "idp_checked_access_token", default=None
+)
+
+
+def access_token_ids(claims: dict[str, Any]) -> tuple[str, str | None]:
+    """The `jti` and grant id (`gid`) of verified access token claims."""
+    grant_id = claims.get(tokens.GRANT_CLAIM)
+    return str(claims.get("jti", "")), grant_id if isinstance(grant_id, str) else None
+
+
 def find_access_token(server: IdpAuthorizationServer, value: str) -> TokenRecord | None:
     """One of our access tokens, with its revocation state; None if not ours or expired."""
     now = server.now()
-    try:
-        claims = tokens.verify_access_token(
-            value, keys=server.keys, issuer=server.settings.issuer, now=now
-        )
-    except tokens.TokenInvalidError:
-        return None
-    jti, grant_id = str(claims.get("jti", "")), claims.get(tokens.GRANT_CLAIM)
-    revoked = store.access_token_revoked(
-        current_db(), jti=jti, grant_id=grant_id if isinstance(grant_id, str) else None
-    )
+    checked = checked_access_token.get()
+    if checked is not None and checked.value == value:
+        claims, revoked = checked.claims, checked.revoked
+        jti, grant_id = access_token_ids(claims)
+    else:
+        try:
+            claims = tokens.verify_access_token(
+                value, keys=server.keys, issuer=server.settings.issuer, now=now
+            )
+        except tokens.TokenInvalidError:
+            return None
+        jti, grant_id = access_token_ids(claims)
+        revoked = store.access_token_revoked(current_db(), jti=jti, grant_id=grant_id)
     return TokenRecord(
         kind="access_token",
         client_id=str(claims.get("client_id", "")),
@@ -40,7 +67,7 @@ def find_access_token(server: IdpAuthorizationServer, value: str) -> TokenRecord
         now=now,
         claims=claims,
         key=jti,
-        grant_id=grant_id if isinstance(grant_id, str) else None,
+        grant_id=grant_id,
     )
 
 
