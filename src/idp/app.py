@@ -87,6 +87,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(warm_up, app.state.services)
     resume_gc()  # paused by `idp serve` while this process started (idp.cli.worker)
     yield
+    from idp.async_reads import AsyncReads
+
+    reads = app.state.services.extras.pop("async_reads", None)
+    if isinstance(reads, AsyncReads):
+        await reads.close()
 
 
 def warm_up(services: Services) -> None:

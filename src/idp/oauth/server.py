@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from idp.app import Services
+    from idp.async_reads import AsyncReads
 
 T = TypeVar("T")
 
@@ -349,12 +350,13 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     async def _introspect_on_loop(self, data: RequestData) -> Response | None:
         """Introspection of one of our access tokens by a cached client, answered on the
-        event loop with one read in a worker thread, on a driver connection of its own
-        (`store.access_token_revoked_now`): the client is authenticated first, then the
-        token verified, then its revocation read, then Authlib's endpoint answers with
-        both facts bound (`token_lookup.checked_access_token`). None when this does not
-        apply (another kind of token, a client or key not loaded here): the caller then
-        runs the whole endpoint in a worker thread with a session."""
+        event loop with one read (on the loop on PostgreSQL, `idp.async_reads`; in a
+        worker thread on SQLite, `store.access_token_revoked_now`): the client is
+        authenticated first, then the token verified, then its revocation read, then
+        Authlib's endpoint answers with both facts bound (`token_lookup.
+        checked_access_token`). None when this does not apply (another kind of token, a
+        client or key not loaded here): the caller then runs the whole endpoint in a
+        worker thread with a session."""
         from idp.oauth.keyring import KeyRing
 
         ring = self.services.extras.get("keyring")
@@ -376,11 +378,18 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         except (OAuth2Error, NoDatabaseBoundError, tokens.TokenInvalidError):
             return None  # the whole endpoint in a thread says why, or answers otherwise
         jti, grant_id = token_lookup.access_token_ids(claims)
-        revoked = await to_thread.run_sync(
-            functools.partial(
-                store.access_token_revoked_now, self.services.engine, jti=jti, grant_id=grant_id
+        engine = self.services.engine
+        if engine.dialect.name == "postgresql":
+            sql, params = store.access_token_revocation_query(
+                engine.dialect, jti=jti, grant_id=grant_id
             )
-        )
+            row = await async_reads(self.services).fetch_one(sql, params)
+            revoked = store.access_token_revoked_from(row)
+        else:
+            read = functools.partial(
+                store.access_token_revoked_now, engine, jti=jti, grant_id=grant_id
+            )
+            revoked = await to_thread.run_sync(read)
         bound = token_lookup.checked_access_token.set(
             token_lookup.CheckedAccessToken(value, claims, revoked)
         )
@@ -410,6 +419,18 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 
 _LOCK = threading.Lock()
+
+
+def async_reads(services: Services) -> AsyncReads:
+    """The process's `AsyncReads` (PostgreSQL), made on first use, closed by the app."""
+    from idp.async_reads import AsyncReads
+
+    existing = services.extras.get("async_reads")
+    if isinstance(existing, AsyncReads):
+        return existing
+    reads = AsyncReads.for_engine(services.engine)
+    services.extras["async_reads"] = reads
+    return reads
 
 
 def get_oauth_server(services: Services) -> IdpAuthorizationServer:

@@ -409,15 +409,36 @@ def access_token_revoked(db: Session, *, jti: str, grant_id: str | None) -> bool
     return bool(revoked) or not live
 
 
-def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) -> bool:
-    """`access_token_revoked`, on a pooled driver connection of its own, outside any
-    session or transaction: introspection's one read (see `IdpAuthorizationServer.
-    endpoint_response`). A session and SQLAlchemy's execution path cost four times the
-    query's own CPU. PostgreSQL reads in autocommit (one round trip, latest committed
-    data); SQLite's driver connection runs a SELECT without a transaction (`idp.db`)."""
+def access_token_revocation_query(
+    dialect: Dialect, *, jti: str, grant_id: str | None
+) -> tuple[str, tuple[Any, ...] | dict[str, Any]]:
+    """`access_token_revoked`'s statement as the driver's SQL and parameters, for reads
+    outside a session (`access_token_revoked_now`, `idp.async_reads`); its row goes to
+    `access_token_revoked_from`."""
     statement = _ACCESS_TOKEN_JTI_REVOKED if grant_id is None else _ACCESS_TOKEN_REVOKED
     params = {"jti": jti} if grant_id is None else {"jti": jti, "grant_id": grant_id}
-    sql_text, order = _driver_sql(engine.dialect, statement)
+    sql_text, order = _driver_sql(dialect, statement)
+    return sql_text, tuple(params[name] for name in order) if order else params
+
+
+def access_token_revoked_from(row: Sequence[Any] | None) -> bool:
+    """The answer of `access_token_revocation_query`'s row."""
+    if row is None:
+        raise ValueError("an EXISTS query always answers one row")
+    if len(row) == 1:
+        return bool(row[0])
+    revoked, live = row
+    return bool(revoked) or not live
+
+
+def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) -> bool:
+    """`access_token_revoked`, on a pooled driver connection of its own, outside any
+    session or transaction: introspection's one read on SQLite (see
+    `IdpAuthorizationServer._introspect_on_loop`). A session and SQLAlchemy's execution
+    path cost four times the query's own CPU. PostgreSQL reads in autocommit (one round
+    trip, latest committed data); SQLite's driver connection runs a SELECT without a
+    transaction (`idp.db`)."""
+    sql_text, params = access_token_revocation_query(engine.dialect, jti=jti, grant_id=grant_id)
     connection = engine.raw_connection()
     try:
         postgres = engine.dialect.name == "postgresql"
@@ -425,19 +446,15 @@ def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) 
             connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
         try:
             cursor = connection.cursor()
-            cursor.execute(sql_text, tuple(params[name] for name in order) if order else params)
+            cursor.execute(sql_text, params)
             row = cursor.fetchone()
             cursor.close()
-            assert row is not None  # EXISTS always answers
         finally:
             if postgres:
                 connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
     finally:
         connection.close()  # back to the pool
-    if grant_id is None:
-        return bool(row[0])
-    revoked, live = row
-    return bool(revoked) or not live
+    return access_token_revoked_from(row)
 
 
 _DRIVER_SQL: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}

@@ -1,0 +1,96 @@
+"""Single-statement reads on the event loop, for the hottest read of all: whether an
+access token (or its grant) was revoked, at every introspection.
+
+Everything else in the service reads and writes through SQLAlchemy sessions in worker
+threads. For this one read, the hop to a worker thread and back cost several times the
+query (bench/README.md, "What the profiles say"), so on PostgreSQL it runs on the event
+loop over a few psycopg `AsyncConnection`s in autocommit (one round trip, the latest
+committed data). On SQLite (no network, no async driver) it runs in a worker thread on a
+driver connection of the engine's pool (`idp.oauth.store.access_token_revoked_now`).
+
+The connections are opened on first use, at most `size` of them, and closed with the
+application (`close`). One that fails is dropped, so a database restart costs the
+requests in flight, not the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+
+log = logging.getLogger(__name__)
+
+
+class AsyncReads:
+    """A small pool of autocommit PostgreSQL connections used from one event loop."""
+
+    def __init__(self, conninfo: str, *, size: int = 4) -> None:
+        self._conninfo = conninfo
+        self._size = size
+        self._idle: list[Any] = []
+        self._open = 0
+        self._released = asyncio.Condition()
+
+    @classmethod
+    def for_engine(cls, engine: Engine, *, size: int = 4) -> AsyncReads:
+        """Connections to the database of `engine` (a PostgreSQL engine)."""
+        url = engine.url.set(drivername="postgresql")
+        return cls(url.render_as_string(hide_password=False), size=size)
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
+        """The first row of `sql` (psycopg's parameter style), or None."""
+        import psycopg
+
+        connection = await self._acquire()
+        try:
+            cursor = await connection.execute(sql, params)
+            row = await cursor.fetchone()
+        except BaseException as exc:  # failed, or cancelled mid-query: state unknown
+            await self._discard(connection, failed=isinstance(exc, psycopg.Error))
+            raise
+        await self._release(connection)
+        return row
+
+    async def close(self) -> None:
+        """Close the idle connections (at application shutdown)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            self._open -= 1
+            await connection.close()
+
+    async def _acquire(self) -> Any:
+        import psycopg
+
+        async with self._released:
+            while not self._idle and self._open >= self._size:
+                await self._released.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except BaseException:
+            async with self._released:
+                self._open -= 1
+                self._released.notify()
+            raise
+
+    async def _release(self, connection: Any) -> None:
+        async with self._released:
+            self._idle.append(connection)
+            self._released.notify()
+
+    async def _discard(self, connection: Any, *, failed: bool) -> None:
+        if failed:
+            log.warning("dropping a failed database connection of the async reads")
+        async with self._released:
+            self._open -= 1
+            self._released.notify()
+        try:
+            await connection.close()
+        except Exception:
+            log.debug("closing a failed connection failed too", exc_info=True)

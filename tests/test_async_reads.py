@@ -1,0 +1,95 @@
+"""The event-loop reads (idp.async_reads) on a real PostgreSQL: answers, the connection
+limit, a connection killed by the server dropped and replaced, and closing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from idp.async_reads import AsyncReads
+
+
+@pytest.fixture
+def pg_url(postgres_database: str | None) -> str:
+    if postgres_database is None:
+        pytest.skip("PostgreSQL not configured: set IDP_TEST_DATABASE_URL")
+    return postgres_database
+
+
+def _reads(url: str, size: int) -> AsyncReads:
+    engine = create_engine(url)
+    try:
+        return AsyncReads.for_engine(engine, size=size)
+    finally:
+        engine.dispose()
+
+
+def test_a_read_answers_its_row_in_autocommit(pg_url: str) -> None:
+    async def main() -> None:
+        reads = _reads(pg_url, 2)
+        try:
+            assert await reads.fetch_one("SELECT %s::int + 1", (41,)) == (42,)
+            assert await reads.fetch_one("SELECT %(a)s::text", {"a": "x"}) == ("x",)
+            assert await reads.fetch_one("SELECT 1 WHERE false", ()) is None
+            # Autocommit: no transaction is left open between reads.
+            (state,) = await reads.fetch_one("SELECT now() = statement_timestamp()", ())
+            assert state is True
+        finally:
+            await reads.close()
+
+    asyncio.run(main())
+
+
+def test_no_more_connections_than_the_size(pg_url: str) -> None:
+    async def main() -> None:
+        reads = _reads(pg_url, 2)
+        try:
+            pids = await asyncio.gather(
+                *(
+                    reads.fetch_one("SELECT pg_backend_pid() FROM pg_sleep(0.05)", ())
+                    for _ in range(8)
+                )
+            )
+            assert len({pid for (pid,) in pids}) == 2
+        finally:
+            await reads.close()
+
+    asyncio.run(main())
+
+
+def test_a_connection_the_server_killed_is_dropped_and_replaced(pg_url: str) -> None:
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            (pid,) = await reads.fetch_one("SELECT pg_backend_pid()", ())
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            import psycopg
+
+            with pytest.raises(psycopg.OperationalError):
+                await reads.fetch_one("SELECT 1", ())
+            (again,) = await reads.fetch_one("SELECT pg_backend_pid()", ())
+            assert again != pid
+        finally:
+            await reads.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        admin.dispose()
+
+
+def test_close_closes_the_idle_connections(pg_url: str) -> None:
+    async def main() -> None:
+        reads = _reads(pg_url, 2)
+        await reads.fetch_one("SELECT 1", ())
+        idle = list(reads._idle)
+        await reads.close()
+        assert idle
+        assert all(connection.closed for connection in idle)
+
+    asyncio.run(main())
