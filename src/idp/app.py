@@ -20,13 +20,17 @@ from idp.settings import Settings
 
 log = logging.getLogger("idp")
 
-#: Worker threads that run the synchronous work of requests (Authlib, database) in each
-#: process: anyio's default is 40. More threads than the database pool has connections
-#: only queue on the pool (and cost memory); fewer leave the database idle.
-REQUEST_THREADS = 16
-#: Connections of the request pool: one per request thread, plus a margin for the
+#: Worker threads that run the synchronous work of the hosted pages (sessions, argon2,
+#: database) in each process, through anyio: its default is 40. More threads than the
+#: database pool has connections only queue on the pool (and cost memory, an argon2
+#: check holds 19 MiB); fewer leave the database idle.
+REQUEST_THREADS = 8
+#: Worker threads of the protocol endpoints (`IdpAuthorizationServer.run`): a plain
+#: executor, whose hand-off costs a third of anyio's (bench/README.md).
+PROTOCOL_THREADS = 12
+#: Connections of the request pool: one per worker thread, plus a margin for the
 #: occasional second session of a request (the keyring's re-check).
-POOL_SIZE = REQUEST_THREADS + 4
+POOL_SIZE = REQUEST_THREADS + PROTOCOL_THREADS + 4
 
 
 @dataclass
@@ -88,6 +92,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     resume_gc()  # paused by `idp serve` while this process started (idp.cli.worker)
     yield
     from idp.async_reads import AsyncReads
+    from idp.oauth.server import IdpAuthorizationServer
+
+    server = app.state.services.extras.get("oauth_server")
+    if isinstance(server, IdpAuthorizationServer):
+        server.close()
 
     reads = app.state.services.extras.pop("async_reads", None)
     if isinstance(reads, AsyncReads):

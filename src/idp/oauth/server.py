@@ -3,18 +3,21 @@
 Modelled on `authlib/integrations/flask_oauth2`: an `AuthorizationServer` subclass whose
 `create_oauth2_request` wraps a request whose body was already read in the async route
 (`RequestData.read`), and whose `handle_response` builds a Starlette response. Authlib
-runs in a worker thread (`run_in_threadpool`) with one database session per request,
+runs in a worker thread (`IdpAuthorizationServer.run`) with one database session per request,
 bound in `idp.oauth.context` because Authlib calls hooks like `query_client(client_id)`
 without the request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime as dt
 import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,7 +29,6 @@ from authlib.common.security import is_secure_transport
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Payload
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
@@ -192,6 +194,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.now = now
         #: Registered clients, held for a few seconds (see `idp.oauth.client_cache`).
         self.clients = clients or ClientCache()
+        from idp.app import PROTOCOL_THREADS
+
+        #: The protocol's worker threads (anyio's hand-off cost three times as much).
+        self._executor = ThreadPoolExecutor(PROTOCOL_THREADS, thread_name_prefix="protocol")
         #: Whether the issuer's URLs pass Authlib's transport check (https, loopback, or
         #: AUTHLIB_INSECURE_TRANSPORT set when the server was built).
         self.secure_transport = is_secure_transport(self.settings.issuer + "/")
@@ -313,10 +319,16 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return func(*args)
 
     async def run(self, func: Callable[..., T], *args: Any, read_only: bool = False) -> T:
-        """`in_transaction` in a worker thread, off the event loop."""
-        return await run_in_threadpool(
-            functools.partial(self.in_transaction, read_only=read_only), func, *args
-        )
+        """`in_transaction` in a worker thread, off the event loop (the context, e.g.
+        log fields, goes along)."""
+        work = functools.partial(self.in_transaction, func, *args, read_only=read_only)
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, context.run, work)
+
+    def close(self) -> None:
+        """Let the worker threads end (at application shutdown)."""
+        self._executor.shutdown(wait=False)
 
     async def token_response(self, data: RequestData) -> Response:
         """The token endpoint (RFC 6749 3.2)."""
