@@ -4,6 +4,9 @@ limit, a connection killed by the server dropped and replaced, and closing."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -16,6 +19,13 @@ def pg_url(postgres_database: str | None) -> str:
     if postgres_database is None:
         pytest.skip("PostgreSQL not configured: set IDP_TEST_DATABASE_URL")
     return postgres_database
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run on a fresh event loop in a thread of its own (Playwright's tests may have left
+    one running in this thread)."""
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, coroutine).result()
 
 
 def _reads(url: str, size: int) -> AsyncReads:
@@ -39,7 +49,7 @@ def test_a_read_answers_its_row_in_autocommit(pg_url: str) -> None:
         finally:
             await reads.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_no_more_connections_than_the_size(pg_url: str) -> None:
@@ -56,7 +66,7 @@ def test_no_more_connections_than_the_size(pg_url: str) -> None:
         finally:
             await reads.close()
 
-    asyncio.run(main())
+    run(main())
 
 
 def test_a_connection_the_server_killed_is_dropped_and_replaced(pg_url: str) -> None:
@@ -78,7 +88,7 @@ def test_a_connection_the_server_killed_is_dropped_and_replaced(pg_url: str) -> 
             await reads.close()
 
     try:
-        asyncio.run(main())
+        run(main())
     finally:
         admin.dispose()
 
@@ -92,4 +102,4 @@ def test_close_closes_the_idle_connections(pg_url: str) -> None:
         assert idle
         assert all(connection.closed for connection in idle)
 
-    asyncio.run(main())
+    run(main())
