@@ -147,3 +147,16 @@ def test_base64url_round_trips_every_length() -> None:
         data = bytes(range(256))[:n] * 3
         assert jws.b64url_decode(jws.b64url(data)) == data
         assert jws.b64url(data) == b64(data)
+
+
+def test_a_verified_token_is_accepted_again_only_while_its_key_is_published() -> None:
+    token = jws.sign(CLAIMS, EC, alg="ES256", typ="JWT")
+    header, claims = jws.verify(token, KEYS)
+    claims["sub"] = "changed by a caller"  # callers get copies
+    assert jws.verify(token, KEYS)[1] == CLAIMS
+    with pytest.raises(jws.JWSError, match="unknown kid"):  # retired: no longer published
+        jws.verify(token, {"rsa-1": RSA})
+    replaced = ECKey.generate_key("P-256", parameters={"kid": "ec-1"}, private=True)
+    with pytest.raises(jws.JWSError, match="bad signature"):  # same kid, another key
+        jws.verify(token, {"ec-1": replaced})
+    assert header == {"alg": "ES256", "kid": "ec-1", "typ": "JWT"}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,9 +99,53 @@ def header_of(token: str) -> dict[str, Any]:
     return _json_object(b64url_decode(encoded.partition(b".")[0]))
 
 
+class _Verified:
+    """Tokens whose signature verified, with the key object that verified them: a
+    resource server introspects the same access token at every call, and an ES256
+    verification costs three times a signature. An entry is used only while the same key
+    object is published under its `kid` (a rotation or retirement replaces the objects),
+    so nothing is accepted that a fresh verification would refuse. Bounded, oldest out."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[str, tuple[Key, dict[str, Any], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, token: str, key_for_kid: Mapping[str, Key]
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        key, header, claims = entry
+        if key_for_kid.get(header["kid"]) is not key:
+            return None
+        return dict(header), dict(claims)
+
+    def put(self, token: str, key: Key, header: dict[str, Any], claims: dict[str, Any]) -> None:
+        with self._lock:
+            if token not in self._entries and len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[token] = (key, dict(header), dict(claims))
+
+
+_VERIFIED = _Verified(size=2048)
+
+
 def verify(token: str, key_for_kid: Mapping[str, Key]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, claims) of `token` if one of these keys (by `kid`) signed it with the
     algorithm that key is for; JWSError otherwise."""
+    known = _VERIFIED.get(token, key_for_kid)
+    if known is not None:
+        return known
+    header, claims, key = _verify(token, key_for_kid)
+    _VERIFIED.put(token, key, header, claims)
+    return header, claims
+
+
+def _verify(
+    token: str, key_for_kid: Mapping[str, Key]
+) -> tuple[dict[str, Any], dict[str, Any], Key]:
     try:
         encoded = token.encode("ascii")
     except UnicodeEncodeError:
@@ -139,7 +184,7 @@ def verify(token: str, key_for_kid: Mapping[str, Key]) -> tuple[dict[str, Any], 
             raise JWSError("the key does not match the algorithm")
     except InvalidSignature:
         raise JWSError("bad signature") from None
-    return header, _json_object(b64url_decode(payload_b64))
+    return header, _json_object(b64url_decode(payload_b64)), key
 
 
 def _json_object(data: bytes) -> dict[str, Any]:

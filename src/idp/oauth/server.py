@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from anyio import to_thread
 from authlib.common.security import is_secure_transport
+from authlib.consts import default_json_headers
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Payload
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
@@ -381,9 +382,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return None
         if not isinstance(kid, str) or not ring.knows_kid(kid):
             return None
-        endpoint = self._endpoints[Introspection.ENDPOINT_NAME][0]
+        endpoint: Introspection = self._endpoints[Introspection.ENDPOINT_NAME][0]
+        request = self.create_oauth2_request(data)
         try:
-            endpoint.authenticate_endpoint_client(self.create_oauth2_request(data))
+            client = endpoint.authenticate_endpoint_client(request)
             claims = tokens.verify_access_token(
                 value, keys=ring, issuer=self.settings.issuer, now=self.now()
             )
@@ -405,9 +407,16 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         bound = token_lookup.checked_access_token.set(
             token_lookup.CheckedAccessToken(value, claims, revoked)
         )
+        # What Authlib's IntrospectionEndpoint.create_endpoint_response does, with the
+        # client authenticated above.
         try:
-            response: Response = self.create_endpoint_response(Introspection.ENDPOINT_NAME, data)
+            token = endpoint.authenticate_token(request, client)
+            payload = endpoint.create_introspection_payload(token)
+            response: Response = self.handle_response(200, payload, default_json_headers)
             return response
+        except OAuth2Error as error:
+            error_response: Response = self.handle_error_response(request, error)
+            return error_response
         except NoDatabaseBoundError:
             return None  # the client changed meanwhile: read it again, in a thread
         finally:
