@@ -97,6 +97,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     server = app.state.services.extras.get("oauth_server")
     if isinstance(server, IdpAuthorizationServer):
         server.close()
+    from idp.web import threads
+
+    threads.shutdown()
 
     reads = app.state.services.extras.pop("async_reads", None)
     if isinstance(reads, AsyncReads):

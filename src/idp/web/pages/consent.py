@@ -12,11 +12,11 @@ import datetime as dt
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from idp.accounts import audit
 from idp.accounts.sessions import session_cookie_name
 from idp.app import Services
+from idp.web import threads
 from idp.web.pages import handoff, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import client_ip
@@ -37,10 +37,13 @@ SCOPE_TEXT = {
 
 
 @router.get("/signin/consent")
-def show_consent(request: Request) -> Response:
+async def show_consent(request: Request) -> Response:
     """What the app asks to use, with Allow and Cancel."""
     services, tx = transactions.services_and_tx(request)
-    now = clock(request)
+    return await threads.run(_show, request, services, tx, clock(request))
+
+
+def _show(request: Request, services: Services, tx: str, now: dt.datetime) -> Response:
     with services.sessions.begin() as db:
         opened = rendering.guard_get(request, db, tx=tx, here=HERE, now=now)
         if isinstance(opened, Response):
@@ -66,9 +69,7 @@ async def submit_consent(request: Request) -> Response:
     form = await read_form(request)
     cookie = request.cookies.get(session_cookie_name(services.settings))
     now, ip = clock(request), client_ip(request)
-    return await run_in_threadpool(
-        _submit, services, tx=tx, form=form, cookie=cookie, ip=ip, now=now
-    )
+    return await threads.run(_submit, services, tx=tx, form=form, cookie=cookie, ip=ip, now=now)
 
 
 def _submit(

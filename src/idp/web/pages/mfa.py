@@ -16,13 +16,12 @@ import datetime as dt
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from idp.accounts import audit, totp
 from idp.accounts.sessions import session_cookie_name
 from idp.app import Services
 from idp.models import Account, LoginTransaction
-from idp.web.deps import ServicesDep
+from idp.web import threads
 from idp.web.pages import handoff, journey, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import CODE, client_ip, refusal, throttle_for
@@ -70,8 +69,9 @@ def _long_date(day: dt.date) -> str:
     return f"{day.day} {day:%B %Y}"
 
 
-def _show(request: Request, services: Services, tx: str, here: frozenset[str]) -> Response:
-    now = clock(request)
+def _show(
+    request: Request, services: Services, tx: str, here: frozenset[str], now: dt.datetime
+) -> Response:
     if here is CODE_STAGES:
         # Usually nothing is written: read in a read-only session (on PostgreSQL one
         # autocommit round trip, no BEGIN and COMMIT). A message to clear or a stage to
@@ -134,21 +134,23 @@ def _code_page(
 
 
 @router.get("/signin/setup")
-def show_setup(request: Request, services: ServicesDep, tx: str = "") -> Response:
+async def show_setup(request: Request) -> Response:
     """The QR code, the typed key and the first security code."""
-    return _show(request, services, tx, SETUP_STAGES)
+    services, tx = transactions.services_and_tx(request)
+    return await threads.run(_show, request, services, tx, SETUP_STAGES, clock(request))
 
 
 @router.get("/signin/code")
-def show_code(request: Request) -> Response:
+async def show_code(request: Request) -> Response:
     """The security code form."""
     services, tx = transactions.services_and_tx(request)
-    return _show(request, services, tx, CODE_STAGES)
+    return await threads.run(_show, request, services, tx, CODE_STAGES, clock(request))
 
 
 @router.post("/signin/setup")
-async def submit_setup(request: Request, services: ServicesDep, tx: str = "") -> Response:
+async def submit_setup(request: Request) -> Response:
     """Confirm the pending seed with a first code."""
+    services, tx = transactions.services_and_tx(request)
     return await _post(request, services, tx, SETUP_STAGES)
 
 
@@ -160,8 +162,9 @@ async def submit_code(request: Request) -> Response:
 
 
 @router.post("/signin/setup/skip")
-async def skip_setup(request: Request, services: ServicesDep, tx: str = "") -> Response:
+async def skip_setup(request: Request) -> Response:
     """Skip setup for now (only before `IDP_MFA_REQUIRED_FROM`)."""
+    services, tx = transactions.services_and_tx(request)
     return await _post(request, services, tx, frozenset({"mfa_setup_optional"}), skip=True)
 
 
@@ -171,7 +174,7 @@ async def _post(
     form = await read_form(request)
     cookie = request.cookies.get(session_cookie_name(services.settings))
     now, ip = clock(request), client_ip(request)
-    return await run_in_threadpool(
+    return await threads.run(
         _submit, services, tx=tx, form=form, here=here, skip=skip, cookie=cookie, ip=ip, now=now
     )
 

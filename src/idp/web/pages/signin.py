@@ -15,13 +15,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from idp.accounts import audit
 from idp.accounts.emails import InvalidEmail, parse_email
 from idp.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
 from idp.app import Services
 from idp.models import Account, LoginTransaction, TotpCredential
+from idp.web import threads
 from idp.web.pages import journey, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import (
@@ -42,10 +42,13 @@ MAX_LEGACY_CANDIDATES = 5
 
 
 @router.get("/signin")
-def show_signin(request: Request) -> Response:
+async def show_signin(request: Request) -> Response:
     """The email address and password form."""
     services, tx = transactions.services_and_tx(request)
-    now = clock(request)
+    return await threads.run(_show, request, services, tx, clock(request))
+
+
+def _show(request: Request, services: Services, tx: str, now: dt.datetime) -> Response:
     # Usually nothing is written: read in a read-only session (on PostgreSQL one
     # autocommit round trip, no BEGIN and COMMIT). A stored message must be cleared as it
     # is shown, so that case reads again in a writing transaction.
@@ -86,7 +89,7 @@ async def submit_signin(request: Request) -> Response:
     services, tx = transactions.services_and_tx(request)
     form = await read_form(request)
     now, ip = clock(request), client_ip(request)
-    return await run_in_threadpool(_submit, services, tx=tx, form=form, ip=ip, now=now)
+    return await threads.run(_submit, services, tx=tx, form=form, ip=ip, now=now)
 
 
 def _submit(
