@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from anyio import to_thread
 from authlib.common.security import is_secure_transport
 from authlib.consts import default_json_headers
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, OAuth2Request
@@ -373,8 +372,14 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         from idp.oauth.keyring import KeyRing
 
         ring = self.services.extras.get("keyring")
-        value = next((v for k, v in data.form if k == "token"), "")
-        if not isinstance(ring, KeyRing) or ring.refresh_due() or value.count(".") != 2:
+        form = dict(reversed(data.form))  # the first of repeated names, as Authlib reads
+        value = form.get("token", "")
+        if (
+            not isinstance(ring, KeyRing)
+            or ring.refresh_due()
+            or value.count(".") != 2
+            or form.get("token_type_hint") == "refresh_token"  # looked up first: a read
+        ):
             return None
         try:
             kid = jws.header_of(value).get("kid")
@@ -403,7 +408,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             read = functools.partial(
                 store.access_token_revoked_now, engine, jti=jti, grant_id=grant_id
             )
-            revoked = await to_thread.run_sync(read)
+            revoked = await asyncio.get_running_loop().run_in_executor(self._executor, read)
         bound = token_lookup.checked_access_token.set(
             token_lookup.CheckedAccessToken(value, claims, revoked)
         )
@@ -418,7 +423,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             error_response: Response = self.handle_error_response(request, error)
             return error_response
         except NoDatabaseBoundError:
-            return None  # the client changed meanwhile: read it again, in a thread
+            return None  # something else needed the database after all: all in a thread
         finally:
             token_lookup.checked_access_token.reset(bound)
 
