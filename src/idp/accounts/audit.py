@@ -31,9 +31,11 @@ def record(
 
     A Core INSERT, sent now: the unit of work's bookkeeping for an ORM object (and the
     RETURNING of its id) cost more than the row, on every sign-in step. The row is part
-    of the session's transaction, so it commits or rolls back with the rest.
+    of the session's transaction, so it commits or rolls back with the rest; it goes on
+    the session's connection directly (the session's own `execute` adds ORM dispatch
+    that a Core INSERT does not use).
     """
-    db.execute(
+    db.connection().execute(
         _INSERT,
         {
             "event": event,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from typing import cast
 
-from sqlalchemy import bindparam, delete, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 from starlette.responses import Response
 
 from idp.crypto import new_token, token_digest
@@ -65,6 +66,9 @@ _BY_COOKIE = (
 )
 
 
+_INSERT = insert(cast(Table, BrowserSession.__table__))
+
+
 def current_session(
     db: Session, *, cookie_value: str | None, settings: Settings, now: dt.datetime
 ) -> BrowserSession | None:
@@ -104,19 +108,24 @@ def start_session(
     # The absolute limit runs from authentication, not from this row: a step-up that
     # keeps the password's auth_time must not stretch the session past it.
     started = min(auth_time, now)
-    session = BrowserSession(
-        id_hash=token_digest(cookie_value),
-        sid=new_token(32),
-        account_id=account_id,
-        auth_time=auth_time,
-        amr=list(amr),
-        acr=acr,
-        created_at=now,
-        last_seen_at=now,
-        expires_at=started + dt.timedelta(seconds=settings.session_absolute_seconds),
-    )
+    values = {
+        "id_hash": token_digest(cookie_value),
+        "sid": new_token(32),
+        "account_id": account_id,
+        "auth_time": auth_time,
+        "amr": list(amr),
+        "acr": acr,
+        "created_at": now,
+        "last_seen_at": now,
+        "expires_at": started + dt.timedelta(seconds=settings.session_absolute_seconds),
+        "ended_at": None,
+    }
+    # A Core INSERT, sent now (the ORM's flush cost more than the statement); the row is
+    # then attached to the session as if read, so later changes to it are written.
+    db.connection().execute(_INSERT, values)
+    session = BrowserSession(**values)
+    make_transient_to_detached(session)
     db.add(session)
-    db.flush()
     if secrets.randbelow(PURGE_ONE_IN) == 0:
         # Now and then rather than on a schedule: no job runner is needed.
         purge_sessions(db, now=now)

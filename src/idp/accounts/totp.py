@@ -12,10 +12,11 @@ import datetime as dt
 import hmac
 import re
 import secrets
+from typing import cast
 from urllib.parse import quote, urlencode
 
 import pyotp
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -150,6 +151,17 @@ def matching_step(secret: str, code: str, *, now: dt.datetime) -> int | None:
     return found
 
 
+#: The single-use compare-and-set of `verify_code`, built once (its cache key with it).
+_CREDENTIALS = cast(Table, TotpCredential.__table__)
+_USE_STEP = (
+    update(_CREDENTIALS)
+    .where(
+        _CREDENTIALS.c.id == bindparam("b_id"), _CREDENTIALS.c.last_used_step < bindparam("b_step")
+    )
+    .values(last_used_step=bindparam("b_step"))
+)
+
+
 def verify_code(
     db: Session,
     *,
@@ -171,12 +183,7 @@ def verify_code(
     step = matching_step(secret, code, now=now)
     if step is None:
         return False
-    result = db.execute(
-        update(TotpCredential)
-        .where(TotpCredential.id == credential.id, TotpCredential.last_used_step < step)
-        .values(last_used_step=step)
-        .execution_options(synchronize_session=False)
-    )
+    result = db.connection().execute(_USE_STEP, {"b_id": credential.id, "b_step": step})
     if getattr(result, "rowcount", 0) != 1:
         return False
     set_committed_value(credential, "last_used_step", step)

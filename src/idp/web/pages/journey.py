@@ -132,8 +132,8 @@ def finish(
         row.amr, row.auth_time = list(old.amr), old.auth_time
     auth_time = row.auth_time or now
     acr = acr_for(row.amr)
-    # Set before the session's insert is flushed, so the transaction is updated in the
-    # same flush (one UPDATE), not again at commit.
+    # Set before the session starts: ending a replaced session flushes, and the
+    # transaction is then updated in that flush (one UPDATE), not again at commit.
     row.acr = acr
     row.auth_time = auth_time
     row.completed_at = now
