@@ -91,7 +91,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(warm_up, app.state.services)
     resume_gc()  # paused by `idp serve` while this process started (idp.cli.worker)
     yield
-    from idp.async_reads import AsyncReads
+    from idp.async_db import AsyncDatabase
     from idp.oauth.server import IdpAuthorizationServer
 
     server = app.state.services.extras.get("oauth_server")
@@ -101,8 +101,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     threads.shutdown()
 
-    reads = app.state.services.extras.pop("async_reads", None)
-    if isinstance(reads, AsyncReads):
+    reads = app.state.services.extras.pop("async_db", None)
+    if isinstance(reads, AsyncDatabase):
         await reads.close()
 
 

@@ -79,6 +79,21 @@ def refresh(server: LiveServer, app: RegisteredClient, token: str) -> httpx.Resp
     )
 
 
+def test_a_refresh_token_in_the_wrong_hands_cannot_be_used_up(live_server, app, browser) -> None:
+    """The client authenticates before its token is claimed: a caller with a stolen
+    refresh token but a wrong secret, or another client, changes nothing (no rotation,
+    and so no reuse that would revoke the rightful client's grant)."""
+    token = tokens_for(live_server, pkce_client(live_server, app), browser)["refresh_token"]
+    assert refresh(live_server, app, "not-a-refresh-token").json()["error"] == "invalid_grant"
+    stolen = RegisteredClient(app.client_id, "a-guessed-secret")
+    assert refresh(live_server, stolen, token).status_code == 401
+    other = register_client(live_server, client_id="other-app")
+    assert refresh(live_server, other, token).json()["error"] == "invalid_grant"
+    rotated = refresh(live_server, app, token)
+    assert rotated.status_code == 200, rotated.text
+    assert refresh(live_server, app, rotated.json()["refresh_token"]).status_code == 200
+
+
 def test_refresh_rotates_and_keeps_the_authentication(live_server, app, browser) -> None:
     client = pkce_client(live_server, app)
     first = tokens_for(live_server, client, browser)

@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from idp.oauth.store import Claimed
 
 _db: ContextVar[Session | None] = ContextVar("idp_oauth_db", default=None)
 
@@ -38,3 +43,21 @@ def bound_db(db: Session) -> Iterator[Session]:
         yield db
     finally:
         _db.reset(token)
+
+
+@dataclass(frozen=True)
+class ClaimedOnLoop:
+    """A refresh token the event loop already claimed, in the transaction the request's
+    new refresh token will be written in (`IdpAuthorizationServer._refresh_on_loop`)."""
+
+    token: str
+    client_id: str
+    claimed: Claimed
+
+
+#: Bound while Authlib's refresh grant runs on the event loop: the claim it would make.
+claimed_on_loop: ContextVar[ClaimedOnLoop | None] = ContextVar("idp_claimed", default=None)
+#: Bound with it: new refresh token rows, written by the loop in the claim's transaction.
+pending_refresh_rows: ContextVar[list[dict[str, Any]] | None] = ContextVar(
+    "idp_pending_refresh_rows", default=None
+)

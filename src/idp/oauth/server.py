@@ -38,7 +38,14 @@ from idp.models import utcnow
 from idp.oauth import grants, jws, store, token_lookup, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
 from idp.oauth.client_cache import ClientCache
-from idp.oauth.context import NoDatabaseBoundError, bound_db, current_db
+from idp.oauth.context import (
+    ClaimedOnLoop,
+    NoDatabaseBoundError,
+    bound_db,
+    claimed_on_loop,
+    current_db,
+    pending_refresh_rows,
+)
 from idp.oauth.errors import InvalidRequestError, json_error
 from idp.oauth.introspection import Introspection
 from idp.oauth.keys import SUPPORTED_ALGS
@@ -49,7 +56,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from idp.app import Services
-    from idp.async_reads import AsyncReads
+    from idp.async_db import AsyncDatabase
 
 T = TypeVar("T")
 
@@ -238,8 +245,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         refresh = token.get("refresh_token")
         if refresh and isinstance(request.user, Subject):
-            store.save_refresh_token(
-                current_db(),
+            row = store.refresh_token_row(
                 token=refresh,
                 subject=request.user,
                 client_id=request.client.get_client_id(),
@@ -247,6 +253,11 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 now=self.now(),
                 idle_seconds=self.settings.refresh_token_idle_seconds,
             )
+            pending = pending_refresh_rows.get()
+            if pending is not None:  # written by `_refresh_on_loop`, in its transaction
+                pending.append(row)
+            else:
+                store.insert_refresh_token(current_db(), row)
 
     def _generate_token(
         self,
@@ -337,6 +348,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             # RFC 6749 3.2: parameters MUST NOT be included more than once.
             return json_error(InvalidRequestError("A parameter was sent more than once."))
         response: Response
+        answered = await self._refresh_on_loop(data, names)
+        if answered is not None:
+            return answered
         if self._may_answer_on_loop(data, names):
             try:
                 response = self.create_token_response(data)
@@ -360,9 +374,65 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         ring = self.services.extras.get("keyring")
         return isinstance(ring, KeyRing) and not ring.refresh_due()
 
+    async def _refresh_on_loop(self, data: RequestData, names: list[str]) -> Response | None:
+        """A refresh (PostgreSQL, a client authenticated by its secret and cached) on the
+        event loop, without a worker thread or a session: in one transaction of
+        `idp.async_db`, the token is claimed (`store.refresh_claim_query`, the statement
+        `claim_refresh_token` runs), Authlib's grant issues the new tokens with that claim
+        bound (`context.claimed_on_loop`), and the new refresh token is inserted; then
+        COMMIT. When the token cannot be claimed (reused, revoked, expired, another
+        client's), nothing was changed, and None sends the request to the threaded path,
+        which finds out why and acts on it (a reuse revokes the grant)."""
+        from idp.oauth.keyring import KeyRing
+
+        engine = self.services.engine
+        ring = self.services.extras.get("keyring")
+        if (
+            engine.dialect.name != "postgresql"
+            or "client_assertion" in names
+            or ("grant_type", "refresh_token") not in data.form
+            or not isinstance(ring, KeyRing)
+            or ring.refresh_due()
+        ):
+            return None
+        value = dict(data.form).get("refresh_token")
+        request = self.create_oauth2_request(data)
+        try:  # the client first: an unauthenticated caller never gets to claim
+            client = self.authenticate_client(
+                request, grants.RefreshTokenGrant.TOKEN_ENDPOINT_AUTH_METHODS, "token"
+            )
+        except (OAuth2Error, NoDatabaseBoundError):
+            return None
+        if not value or not client.check_grant_type("refresh_token"):
+            return None
+        client_id = client.get_client_id()
+        sql, params = store.refresh_claim_query(
+            engine.dialect, token=value, client_id=client_id, now=self.now()
+        )
+        try:
+            async with async_db(self.services).transaction() as connection:
+                row = await (await connection.execute(sql, params)).fetchone()
+                if row is None:
+                    raise _NotClaimedError
+                rows: list[dict[str, Any]] = []
+                bound = claimed_on_loop.set(
+                    ClaimedOnLoop(value, client_id, store.claimed_from_row(row))
+                )
+                pending = pending_refresh_rows.set(rows)
+                try:
+                    response: Response = self.create_token_response(data)
+                finally:
+                    pending_refresh_rows.reset(pending)
+                    claimed_on_loop.reset(bound)
+                for new in rows:
+                    await connection.execute(*store.refresh_token_insert(engine.dialect, new))
+        except (_NotClaimedError, NoDatabaseBoundError):
+            return None  # rolled back: nothing changed
+        return response
+
     async def _introspect_on_loop(self, data: RequestData) -> Response | None:
         """Introspection of one of our access tokens by a cached client, answered on the
-        event loop with one read (on the loop on PostgreSQL, `idp.async_reads`; in a
+        event loop with one read (on the loop on PostgreSQL, `idp.async_db`; in a
         worker thread on SQLite, `store.access_token_revoked_now`): the client is
         authenticated first, then the token verified, then its revocation read, then
         Authlib's endpoint answers with both facts bound (`token_lookup.
@@ -402,7 +472,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             sql, params = store.access_token_revocation_query(
                 engine.dialect, jti=jti, grant_id=grant_id
             )
-            row = await async_reads(self.services).fetch_one(sql, params)
+            row = await async_db(self.services).fetch_one(sql, params)
             revoked = store.access_token_revoked_from(row)
         else:
             read = functools.partial(
@@ -444,18 +514,22 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return response
 
 
+class _NotClaimedError(Exception):
+    """The refresh token could not be claimed on the event loop."""
+
+
 _LOCK = threading.Lock()
 
 
-def async_reads(services: Services) -> AsyncReads:
-    """The process's `AsyncReads` (PostgreSQL), made on first use, closed by the app."""
-    from idp.async_reads import AsyncReads
+def async_db(services: Services) -> AsyncDatabase:
+    """The process's `AsyncDatabase` (PostgreSQL), made on first use, closed by the app."""
+    from idp.async_db import AsyncDatabase
 
-    existing = services.extras.get("async_reads")
-    if isinstance(existing, AsyncReads):
+    existing = services.extras.get("async_db")
+    if isinstance(existing, AsyncDatabase):
         return existing
-    reads = AsyncReads.for_engine(services.engine)
-    services.extras["async_reads"] = reads
+    reads = AsyncDatabase.for_engine(services.engine)
+    services.extras["async_db"] = reads
     return reads
 
 

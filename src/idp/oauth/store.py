@@ -178,26 +178,57 @@ def save_refresh_token(
 ) -> None:
     """Store a refresh token's digest; it expires after `idle_seconds` unused, and never
     later than its grant (the absolute lifetime)."""
+    # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
+    # unit of work cost more CPU than the statement (refresh profile).
+    params = refresh_token_row(
+        token=token,
+        subject=subject,
+        client_id=client_id,
+        scope=scope,
+        now=now,
+        idle_seconds=idle_seconds,
+    )
+    insert_refresh_token(db, params)
+
+
+def insert_refresh_token(db: Session, row: dict[str, Any]) -> None:
+    """Insert a row made by `refresh_token_row`."""
+    db.connection().execute(_INSERT_REFRESH_TOKEN, row)
+
+
+def refresh_token_row(
+    *,
+    token: str,
+    subject: Subject,
+    client_id: str,
+    scope: str,
+    now: dt.datetime,
+    idle_seconds: int,
+) -> dict[str, Any]:
+    """The values of a new refresh token's row (`save_refresh_token`)."""
     expires_at = now + dt.timedelta(seconds=idle_seconds)
     if subject.grant_expires_at is not None:
         expires_at = min(expires_at, subject.grant_expires_at)
-    # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
-    # unit of work cost more CPU than the statement (refresh profile).
-    db.connection().execute(
-        _INSERT_REFRESH_TOKEN,
-        {
-            "token_hash": token_digest(token),
-            "grant_id": subject.grant_id,
-            "client_id": client_id,
-            "scope": scope,
-            "issued_at": now,
-            "expires_at": expires_at,
-        },
-    )
+    return {
+        "token_hash": token_digest(token),
+        "grant_id": subject.grant_id,
+        "client_id": client_id,
+        "scope": scope,
+        "issued_at": now,
+        "expires_at": expires_at,
+        "rotated_at": None,
+        "revoked_at": None,
+    }
+
+
+def refresh_token_insert(dialect: Dialect, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`save_refresh_token`'s statement as PostgreSQL driver SQL and parameters, for the
+    refresh on the event loop (`idp.async_db`)."""
+    return _driver_sql(dialect, _INSERT_REFRESH_TOKEN)[0], row
 
 
 _INSERT_REFRESH_TOKEN = insert(cast(Table, RefreshToken.__table__)).values(
-    rotated_at=None, revoked_at=None
+    {name: bindparam(name) for name in RefreshToken.__table__.columns.keys()}  # noqa: SIM118
 )
 
 
@@ -321,6 +352,21 @@ def claim_refresh_token(
     return _claimed(found[:3], found[3:])
 
 
+def refresh_claim_query(
+    dialect: Dialect, *, token: str, client_id: str, now: dt.datetime
+) -> tuple[str, dict[str, Any]]:
+    """`claim_refresh_token`'s PostgreSQL statement as driver SQL and parameters, for the
+    refresh on the event loop (`idp.async_db`); its row goes to `claimed_from_row`."""
+    params = {"b_token_hash": token_digest(token), "b_client_id": client_id, "b_now": now}
+    return _driver_sql(dialect, _CLAIM_WITH_GRANT)[0], params
+
+
+def claimed_from_row(row: Sequence[Any]) -> Claimed:
+    """A row of `refresh_claim_query` as read by the driver (no SQLAlchemy types)."""
+    utc = tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
+    return _claimed(utc[:3], utc[3:])
+
+
 def _claimed(token: Sequence[Any], grant: Sequence[Any]) -> Claimed:
     scope, issued_at, expires_at = token
     return Claimed(scope=scope, issued_at=issued_at, expires_at=expires_at, subject=_subject(grant))
@@ -424,7 +470,7 @@ def access_token_revocation_query(
     dialect: Dialect, *, jti: str, grant_id: str | None
 ) -> tuple[str, tuple[Any, ...] | dict[str, Any]]:
     """`access_token_revoked`'s statement as the driver's SQL and parameters, for reads
-    outside a session (`access_token_revoked_now`, `idp.async_reads`); its row goes to
+    outside a session (`access_token_revoked_now`, `idp.async_db`); its row goes to
     `access_token_revoked_from`."""
     statement = _ACCESS_TOKEN_JTI_REVOKED if grant_id is None else _ACCESS_TOKEN_REVOKED
     params = {"jti": jti} if grant_id is None else {"jti": jti, "grant_id": grant_id}

@@ -8,7 +8,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 
 from idp.oauth import store
-from idp.oauth.context import current_db
+from idp.oauth.context import claimed_on_loop, current_db
 from idp.oauth.grants.base import TOKEN_AUTH_METHODS
 from idp.oauth.models import Subject, TokenRecord
 
@@ -27,10 +27,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         value = self.request.form.get("refresh_token")
         if not value:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
-        db, now = current_db(), self.server.now()
-        claimed = store.claim_refresh_token(
-            db, token=value, client_id=client.get_client_id(), now=now
-        )
+        now = self.server.now()
+        on_loop = claimed_on_loop.get()
+        if on_loop is not None and (on_loop.token, on_loop.client_id) == (
+            value,
+            client.get_client_id(),
+        ):
+            claimed: store.Claimed | None = on_loop.claimed  # claimed by the event loop
+        else:
+            claimed = store.claim_refresh_token(
+                current_db(), token=value, client_id=client.get_client_id(), now=now
+            )
         if claimed is not None:  # the usual case: one statement
             self._subject = claimed.subject
             return TokenRecord(
@@ -44,6 +51,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
                 grant_id=claimed.subject.grant_id,
             )
         # Not usable: read it to tell why (nothing was changed).
+        db = current_db()
         found = store.find_refresh_token(db, token=value)
         if found is None or found.token.client_id != client.get_client_id():
             # Another client's token is not even looked at further: no rotation, no

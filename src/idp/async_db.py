@@ -1,23 +1,26 @@
-"""Single-statement reads on the event loop, for the hottest read of all: whether an
-access token (or its grant) was revoked, at every introspection.
+"""PostgreSQL on the event loop, for the two hottest statements of all: whether an access
+token (or its grant) was revoked, at every introspection, and the refresh token's claim and
+replacement, at every refresh.
 
 Everything else in the service reads and writes through SQLAlchemy sessions in worker
-threads. For this one read, the hop to a worker thread and back cost several times the
-query (bench/README.md, "What the profiles say"), so on PostgreSQL it runs on the event
-loop over a few psycopg `AsyncConnection`s in autocommit (one round trip, the latest
-committed data). On SQLite (no network, no async driver) it runs in a worker thread on a
-driver connection of the engine's pool (`idp.oauth.store.access_token_revoked_now`).
+threads. For these, the hop to a worker thread and back, and SQLAlchemy's execution path,
+cost several times the statements (bench/README.md, "What the profiles say"), so on
+PostgreSQL they run on the event loop over a few psycopg `AsyncConnection`s in
+autocommit: a read is one round trip with the latest committed data; a `transaction`
+is BEGIN ... COMMIT (ROLLBACK if the block raises). SQLite (no network, no async
+driver) keeps the threaded paths.
 
 The connections are opened on first use, at most `size` of them, and closed with the
-application (`close`). One that fails is dropped, so a database restart costs the
-requests in flight, not the process.
+application (`close`). One that fails (or whose statement was cancelled midway) is
+dropped, so a database restart costs the requests in flight, not the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Engine
@@ -25,10 +28,10 @@ from sqlalchemy import Engine
 log = logging.getLogger(__name__)
 
 
-class AsyncReads:
+class AsyncDatabase:
     """A small pool of autocommit PostgreSQL connections used from one event loop."""
 
-    def __init__(self, conninfo: str, *, size: int = 4) -> None:
+    def __init__(self, conninfo: str, *, size: int = 8) -> None:
         self._conninfo = conninfo
         self._size = size
         self._idle: list[Any] = []
@@ -36,7 +39,7 @@ class AsyncReads:
         self._released = asyncio.Condition()
 
     @classmethod
-    def for_engine(cls, engine: Engine, *, size: int = 4) -> AsyncReads:
+    def for_engine(cls, engine: Engine, *, size: int = 8) -> AsyncDatabase:
         """Connections to the database of `engine` (a PostgreSQL engine)."""
         url = engine.url.set(drivername="postgresql")
         return cls(url.render_as_string(hide_password=False), size=size)
@@ -54,6 +57,25 @@ class AsyncReads:
             raise
         await self._release(connection)
         return row
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A connection in a transaction: committed when the block ends, rolled back if
+        it raises (the exception goes on)."""
+        import psycopg
+
+        connection = await self._acquire()
+        try:
+            async with connection.transaction():
+                yield connection
+        except BaseException as exc:
+            broken = isinstance(exc, psycopg.Error | asyncio.CancelledError) or connection.broken
+            if broken:
+                await self._discard(connection, failed=isinstance(exc, psycopg.Error))
+            else:
+                await self._release(connection)  # rolled back, clean
+            raise
+        await self._release(connection)
 
     async def close(self) -> None:
         """Close the idle connections (at application shutdown)."""

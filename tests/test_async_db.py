@@ -1,4 +1,4 @@
-"""The event-loop reads (idp.async_reads) on a real PostgreSQL: answers, the connection
+"""The event-loop reads (idp.async_db) on a real PostgreSQL: answers, the connection
 limit, a connection killed by the server dropped and replaced, and closing."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from idp.async_reads import AsyncReads
+from idp.async_db import AsyncDatabase
 
 
 @pytest.fixture
@@ -28,10 +28,10 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         thread.submit(asyncio.run, coroutine).result()
 
 
-def _reads(url: str, size: int) -> AsyncReads:
+def _reads(url: str, size: int) -> AsyncDatabase:
     engine = create_engine(url)
     try:
-        return AsyncReads.for_engine(engine, size=size)
+        return AsyncDatabase.for_engine(engine, size=size)
     finally:
         engine.dispose()
 
