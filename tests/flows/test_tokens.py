@@ -94,6 +94,31 @@ def test_a_refresh_token_in_the_wrong_hands_cannot_be_used_up(live_server, app, 
     assert refresh(live_server, app, rotated.json()["refresh_token"]).status_code == 200
 
 
+def test_a_code_in_the_wrong_hands_cannot_be_used_up(live_server, app, browser) -> None:
+    """As for refresh tokens: the client authenticates before its code is redeemed."""
+    code = code_for(live_server, pkce_client(live_server, app), browser)
+
+    def redeem(secret: str | None) -> httpx.Response:
+        return httpx.post(
+            f"{live_server.url}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": app.redirect_uri,
+                "code_verifier": VERIFIER,
+            },
+            auth=(app.client_id, secret or ""),
+        )
+
+    assert redeem("a-guessed-secret").status_code == 401
+    redeemed = redeem(app.client_secret)
+    assert redeemed.status_code == 200, redeemed.text
+    assert redeemed.json()["id_token"]
+    reused = redeem(app.client_secret)  # and a second redemption still revokes
+    assert reused.json()["error"] == "invalid_grant"
+    assert introspect(live_server, app, redeemed.json()["access_token"]) == {"active": False}
+
+
 def test_refresh_rotates_and_keeps_the_authentication(live_server, app, browser) -> None:
     client = pkce_client(live_server, app)
     first = tokens_for(live_server, client, browser)

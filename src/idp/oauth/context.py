@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
+    from idp.oauth.models import RedeemedCode
     from idp.oauth.store import Claimed
 
 _db: ContextVar[Session | None] = ContextVar("idp_oauth_db", default=None)
@@ -57,7 +58,21 @@ class ClaimedOnLoop:
 
 #: Bound while Authlib's refresh grant runs on the event loop: the claim it would make.
 claimed_on_loop: ContextVar[ClaimedOnLoop | None] = ContextVar("idp_claimed", default=None)
-#: Bound with it: new refresh token rows, written by the loop in the claim's transaction.
+
+
+@dataclass(frozen=True)
+class RedeemedOnLoop:
+    """An authorization code the event loop already redeemed (None: it had expired), in
+    the transaction the request's refresh token will be written in."""
+
+    code: str
+    client_id: str
+    redeemed: RedeemedCode | None
+
+
+#: Bound while Authlib's code grant runs on the event loop: the redemption it would make.
+redeemed_on_loop: ContextVar[RedeemedOnLoop | None] = ContextVar("idp_redeemed", default=None)
+#: Bound with either: new refresh token rows, written by the loop in the same transaction.
 pending_refresh_rows: ContextVar[list[dict[str, Any]] | None] = ContextVar(
     "idp_pending_refresh_rows", default=None
 )

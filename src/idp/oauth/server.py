@@ -41,12 +41,15 @@ from idp.oauth.client_cache import ClientCache
 from idp.oauth.context import (
     ClaimedOnLoop,
     NoDatabaseBoundError,
+    RedeemedOnLoop,
     bound_db,
     claimed_on_loop,
     current_db,
     pending_refresh_rows,
+    redeemed_on_loop,
 )
 from idp.oauth.errors import InvalidRequestError, json_error
+from idp.oauth.grants.base import TOKEN_AUTH_METHODS
 from idp.oauth.introspection import Introspection
 from idp.oauth.keys import SUPPORTED_ALGS
 from idp.oauth.models import OAuthClient, Subject
@@ -348,7 +351,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             # RFC 6749 3.2: parameters MUST NOT be included more than once.
             return json_error(InvalidRequestError("A parameter was sent more than once."))
         response: Response
-        answered = await self._refresh_on_loop(data, names)
+        answered = await self._token_on_loop(data, names)
         if answered is not None:
             return answered
         if self._may_answer_on_loop(data, names):
@@ -374,56 +377,71 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         ring = self.services.extras.get("keyring")
         return isinstance(ring, KeyRing) and not ring.refresh_due()
 
-    async def _refresh_on_loop(self, data: RequestData, names: list[str]) -> Response | None:
-        """A refresh (PostgreSQL, a client authenticated by its secret and cached) on the
-        event loop, without a worker thread or a session: in one transaction of
-        `idp.async_db`, the token is claimed (`store.refresh_claim_query`, the statement
-        `claim_refresh_token` runs), Authlib's grant issues the new tokens with that claim
-        bound (`context.claimed_on_loop`), and the new refresh token is inserted; then
-        COMMIT. When the token cannot be claimed (reused, revoked, expired, another
-        client's), nothing was changed, and None sends the request to the threaded path,
-        which finds out why and acts on it (a reuse revokes the grant)."""
+    async def _token_on_loop(self, data: RequestData, names: list[str]) -> Response | None:
+        """A refresh or a code redemption (PostgreSQL, a client authenticated by its
+        secret and cached) on the event loop, without a worker thread or a session. In
+        one transaction of `idp.async_db`: the refresh token is claimed, or the code
+        redeemed, by the very statement the threaded path runs (`store.
+        refresh_claim_query`, `store.code_redeem_query`); Authlib's grant then issues
+        the tokens with that result bound (`context.claimed_on_loop`, `context.
+        redeemed_on_loop`); the new refresh token is inserted; COMMIT. When nothing could
+        be claimed (reused, revoked, expired, another client's, unknown), nothing has
+        changed, and None sends the request to the threaded path, which finds out why and
+        acts on it (a reuse revokes the grant)."""
         from idp.oauth.keyring import KeyRing
 
         engine = self.services.engine
         ring = self.services.extras.get("keyring")
+        form = dict(data.form)  # no repeated names (checked)
+        grant_type = form.get("grant_type")
+        value = form.get("refresh_token" if grant_type == "refresh_token" else "code")
         if (
             engine.dialect.name != "postgresql"
-            or "client_assertion" in names
-            or ("grant_type", "refresh_token") not in data.form
+            or grant_type not in ("refresh_token", "authorization_code")
+            or not value
+            or "client_assertion" in form
             or not isinstance(ring, KeyRing)
             or ring.refresh_due()
         ):
             return None
-        value = dict(data.form).get("refresh_token")
         request = self.create_oauth2_request(data)
         try:  # the client first: an unauthenticated caller never gets to claim
-            client = self.authenticate_client(
-                request, grants.RefreshTokenGrant.TOKEN_ENDPOINT_AUTH_METHODS, "token"
-            )
+            client = self.authenticate_client(request, TOKEN_AUTH_METHODS, "token")
         except (OAuth2Error, NoDatabaseBoundError):
             return None
-        if not value or not client.check_grant_type("refresh_token"):
+        if not client.check_grant_type(grant_type):
             return None
-        client_id = client.get_client_id()
-        sql, params = store.refresh_claim_query(
-            engine.dialect, token=value, client_id=client_id, now=self.now()
-        )
+        client_id, now = client.get_client_id(), self.now()
+        if grant_type == "refresh_token":
+            sql, params = store.refresh_claim_query(
+                engine.dialect, token=value, client_id=client_id, now=now
+            )
+        else:
+            sql, params = store.code_redeem_query(
+                engine.dialect, code=value, client_id=client_id, now=now
+            )
         try:
             async with async_db(self.services).transaction() as connection:
                 row = await (await connection.execute(sql, params)).fetchone()
                 if row is None:
                     raise _NotClaimedError
                 rows: list[dict[str, Any]] = []
-                bound = claimed_on_loop.set(
-                    ClaimedOnLoop(value, client_id, store.claimed_from_row(row))
-                )
+                claimed = redeemed = None
+                if grant_type == "refresh_token":
+                    claim = ClaimedOnLoop(value, client_id, store.claimed_from_row(row))
+                    claimed = claimed_on_loop.set(claim)
+                else:
+                    redemption = store.redeemed_from_row(row, now=now)
+                    redeemed = redeemed_on_loop.set(RedeemedOnLoop(value, client_id, redemption))
                 pending = pending_refresh_rows.set(rows)
                 try:
                     response: Response = self.create_token_response(data)
                 finally:
                     pending_refresh_rows.reset(pending)
-                    claimed_on_loop.reset(bound)
+                    if claimed is not None:
+                        claimed_on_loop.reset(claimed)
+                    if redeemed is not None:
+                        redeemed_on_loop.reset(redeemed)
                 for new in rows:
                     await connection.execute(*store.refresh_token_insert(engine.dialect, new))
         except (_NotClaimedError, NoDatabaseBoundError):
@@ -515,7 +533,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 
 class _NotClaimedError(Exception):
-    """The refresh token could not be claimed on the event loop."""
+    """The refresh token or code could not be claimed on the event loop."""
 
 
 _LOCK = threading.Lock()

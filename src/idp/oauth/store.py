@@ -137,6 +137,26 @@ def redeem_code(db: Session, *, code: str, client_id: str, now: dt.datetime) -> 
             revoke_grant(db, grant_id=used.grant_id, now=now, reason="code_reused")
             raise CodeReusedError
         return None
+    return _redeemed(found, now=now)
+
+
+def code_redeem_query(
+    dialect: Dialect, *, code: str, client_id: str, now: dt.datetime
+) -> tuple[str, dict[str, Any]]:
+    """`redeem_code`'s PostgreSQL statement as driver SQL and parameters, for the code
+    redemption on the event loop (`idp.async_db`); its row goes to `redeemed_from_row`.
+    No row means unknown, another client's or used before: `redeem_code` tells which."""
+    params = {"b_code_hash": token_digest(code), "b_client_id": client_id, "b_now": now}
+    return _driver_sql(dialect, _REDEEM_CODE_WITH_GRANT)[0], params
+
+
+def redeemed_from_row(row: Sequence[Any], *, now: dt.datetime) -> RedeemedCode | None:
+    """A row of `code_redeem_query` as read by the driver; None when the code expired."""
+    utc = tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
+    return _redeemed(utc, now=now)
+
+
+def _redeemed(found: Sequence[Any], *, now: dt.datetime) -> RedeemedCode | None:
     grant_id, redirect_uri, scope, nonce, challenge, method, expires_at = found[:7]
     if expires_at <= now:
         return None

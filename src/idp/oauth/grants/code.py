@@ -8,7 +8,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError
 
 from idp.oauth import store
-from idp.oauth.context import current_db
+from idp.oauth.context import current_db, redeemed_on_loop
 from idp.oauth.grants.base import TOKEN_AUTH_METHODS
 from idp.oauth.models import Authentication, OAuthCode, Subject
 
@@ -61,12 +61,19 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         )
 
     def query_authorization_code(self, code: str, client: Any) -> OAuthCode | None:
-        try:
-            row = store.redeem_code(
-                current_db(), code=code, client_id=client.get_client_id(), now=self.server.now()
-            )
-        except store.CodeReusedError:
-            raise InvalidGrantError("The authorization code has already been used.") from None
+        on_loop = redeemed_on_loop.get()
+        if on_loop is not None and (on_loop.code, on_loop.client_id) == (
+            code,
+            client.get_client_id(),
+        ):
+            row = on_loop.redeemed  # redeemed by the event loop, the same statement
+        else:
+            try:
+                row = store.redeem_code(
+                    current_db(), code=code, client_id=client.get_client_id(), now=self.server.now()
+                )
+            except store.CodeReusedError:
+                raise InvalidGrantError("The authorization code has already been used.") from None
         if row is None:
             return None
         self._subject = row.subject
