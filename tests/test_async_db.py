@@ -103,3 +103,53 @@ def test_close_closes_the_idle_connections(pg_url: str) -> None:
         assert all(connection.closed for connection in idle)
 
     run(main())
+
+
+def test_a_transaction_commits_its_deferred_statements_or_rolls_everything_back(
+    pg_url: str,
+) -> None:
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS async_tx (k text PRIMARY KEY, v int)"))
+        conn.execute(text("TRUNCATE async_tx"))
+        conn.execute(text("INSERT INTO async_tx VALUES ('a', 1)"))
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            async with reads.transaction() as tx:
+                row = await tx.fetch_one("UPDATE async_tx SET v = v + 1 RETURNING v", ())
+                assert row == (2,)
+                tx.defer("INSERT INTO async_tx VALUES (%s, %s)", ("b", 20))
+
+            async def abandoned() -> None:
+                async with reads.transaction() as tx:
+                    await tx.fetch_one("UPDATE async_tx SET v = v + 100 RETURNING v", ())
+                    tx.defer("INSERT INTO async_tx VALUES (%s, %s)", ("c", 30))
+                    raise RuntimeError("changed my mind")
+
+            async def failing_commit() -> None:
+                async with reads.transaction() as tx:
+                    await tx.fetch_one("UPDATE async_tx SET v = v + 1000 RETURNING v", ())
+                    tx.defer("INSERT INTO async_tx VALUES (%s, %s)", ("a", 0))  # a duplicate
+
+            with pytest.raises(RuntimeError, match="changed my mind"):
+                await abandoned()
+            import psycopg
+
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await failing_commit()
+            # The connection is usable afterwards, and outside any transaction.
+            assert await reads.fetch_one("SELECT count(*) FROM async_tx", ()) == (2,)
+        finally:
+            await reads.close()
+
+    try:
+        run(main())
+        with admin.connect() as conn:
+            rows = dict(conn.execute(text("SELECT k, v FROM async_tx")).all())
+        assert rows == {"a": 2, "b": 20}
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("DROP TABLE async_tx"))
+        admin.dispose()

@@ -421,8 +421,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 engine.dialect, code=value, client_id=client_id, now=now
             )
         try:
-            async with async_db(self.services).transaction() as connection:
-                row = await (await connection.execute(sql, params)).fetchone()
+            async with async_db(self.services).transaction() as transaction:
+                row = await transaction.fetch_one(sql, params)
                 if row is None:
                     raise _NotClaimedError
                 rows: list[dict[str, Any]] = []
@@ -443,7 +443,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                     if redeemed is not None:
                         redeemed_on_loop.reset(redeemed)
                 for new in rows:
-                    await connection.execute(*store.refresh_token_insert(engine.dialect, new))
+                    transaction.defer(*store.refresh_token_insert(engine.dialect, new))
         except (_NotClaimedError, NoDatabaseBoundError):
             return None  # rolled back: nothing changed
         return response
