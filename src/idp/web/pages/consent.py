@@ -81,7 +81,8 @@ def _submit(
     ip: str | None,
     now: dt.datetime,
 ) -> Response:
-    with services.sessions.begin() as db:
+    # The transaction's row is written once, at the end (`transactions.posting`).
+    with transactions.posting(services) as db:
         opened = transactions.guard_post(db, tx=tx, form=form, here=HERE, now=now)
         if not isinstance(opened, transactions.Opened):
             return opened

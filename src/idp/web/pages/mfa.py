@@ -191,8 +191,8 @@ def _submit(
     now: dt.datetime,
 ) -> Response:
     settings = services.settings
-    # No autoflush: the transaction's row is written once, not before each read.
-    with services.sessions.begin() as db, db.no_autoflush:
+    # The transaction's row is written once, at the end (`transactions.posting`).
+    with transactions.posting(services) as db:
         opened = transactions.guard_post(
             db, tx=tx, form=form, here=here, now=now, credential=here is CODE_STAGES
         )

@@ -100,8 +100,8 @@ def _submit(
     ip: str | None,
     now: dt.datetime,
 ) -> Response:
-    # No autoflush: the transaction's row is written once, at commit, not before each read.
-    with services.sessions.begin() as db, db.no_autoflush:
+    # The transaction's row is written once, at the end (`transactions.posting`).
+    with transactions.posting(services) as db:
         opened = transactions.guard_post(db, tx=tx, form=form, here={"password"}, now=now)
         if not isinstance(opened, transactions.Opened):
             return opened
