@@ -71,6 +71,20 @@ def pkce_client(server: LiveServer, app: RegisteredClient, **kwargs: Any) -> OAu
     return oauth_client(server, app, code_challenge_method="S256", **kwargs)
 
 
+def redeem(server: LiveServer, app: RegisteredClient, code: str) -> httpx.Response:
+    """Redeem `code` (made by `code_for`) as `app`, by hand."""
+    return httpx.post(
+        f"{server.url}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": app.redirect_uri,
+            "code_verifier": VERIFIER,
+        },
+        auth=(app.client_id, app.client_secret or ""),
+    )
+
+
 def refresh(server: LiveServer, app: RegisteredClient, token: str) -> httpx.Response:
     return httpx.post(
         f"{server.url}/token",
@@ -97,24 +111,12 @@ def test_a_refresh_token_in_the_wrong_hands_cannot_be_used_up(live_server, app, 
 def test_a_code_in_the_wrong_hands_cannot_be_used_up(live_server, app, browser) -> None:
     """As for refresh tokens: the client authenticates before its code is redeemed."""
     code = code_for(live_server, pkce_client(live_server, app), browser)
-
-    def redeem(secret: str | None) -> httpx.Response:
-        return httpx.post(
-            f"{live_server.url}/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": app.redirect_uri,
-                "code_verifier": VERIFIER,
-            },
-            auth=(app.client_id, secret or ""),
-        )
-
-    assert redeem("a-guessed-secret").status_code == 401
-    redeemed = redeem(app.client_secret)
+    stolen = RegisteredClient(app.client_id, "a-guessed-secret", app.redirect_uri)
+    assert redeem(live_server, stolen, code).status_code == 401
+    redeemed = redeem(live_server, app, code)
     assert redeemed.status_code == 200, redeemed.text
     assert redeemed.json()["id_token"]
-    reused = redeem(app.client_secret)  # and a second redemption still revokes
+    reused = redeem(live_server, app, code)  # and a second redemption still revokes
     assert reused.json()["error"] == "invalid_grant"
     assert introspect(live_server, app, redeemed.json()["access_token"]) == {"active": False}
 
@@ -353,16 +355,7 @@ def test_revocation(live_server, app, browser) -> None:
 def test_token_responses_are_not_cached(live_server, app, browser) -> None:
     client = pkce_client(live_server, app)
     code = code_for(live_server, client, browser)
-    response = httpx.post(
-        f"{live_server.url}/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": app.redirect_uri,
-            "code_verifier": VERIFIER,
-        },
-        auth=(app.client_id, app.client_secret or ""),
-    )
+    response = redeem(live_server, app, code)
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     assert json.loads(response.text)["expires_in"] == 600

@@ -175,15 +175,8 @@ def _redeemed(found: Sequence[Any], *, now: dt.datetime) -> RedeemedCode | None:
 
 def subject_of(grant: Grant) -> Subject:
     """The `Subject` (Authlib's user) a grant stands for."""
-    return Subject(
-        account_id=grant.account_id,
-        grant_id=grant.id,
-        auth_time=grant.auth_time,
-        acr=grant.acr,
-        amr=list(grant.amr),
-        sid=grant.sid,
-        grant_expires_at=grant.expires_at,
-    )
+    columns = (grant.id, grant.account_id, grant.auth_time, grant.acr, grant.amr, grant.sid)
+    return _subject((*columns, grant.expires_at))
 
 
 def save_refresh_token(
