@@ -28,10 +28,10 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         thread.submit(asyncio.run, coroutine).result()
 
 
-def _reads(url: str, size: int) -> AsyncDatabase:
+def _reads(url: str, size: int, timeout: float = 30.0) -> AsyncDatabase:
     engine = create_engine(url)
     try:
-        return AsyncDatabase.for_engine(engine, size=size)
+        return AsyncDatabase.for_engine(engine, size=size, timeout=timeout)
     finally:
         engine.dispose()
 
@@ -153,3 +153,18 @@ def test_a_transaction_commits_its_deferred_statements_or_rolls_everything_back(
         with admin.connect() as conn:
             conn.execute(text("DROP TABLE async_tx"))
         admin.dispose()
+
+
+def test_waiting_for_a_connection_gives_up_after_the_timeout(pg_url: str) -> None:
+    async def main() -> None:
+        reads = _reads(pg_url, 1, timeout=0.2)
+        try:
+            async with reads.transaction() as tx:
+                await tx.fetch_one("SELECT 1", ())
+                with pytest.raises(TimeoutError):  # the one connection is taken
+                    await reads.fetch_one("SELECT 2", ())
+            assert await reads.fetch_one("SELECT 3", ()) == (3,)  # and free again
+        finally:
+            await reads.close()
+
+    run(main())

@@ -31,18 +31,20 @@ log = logging.getLogger(__name__)
 class AsyncDatabase:
     """A small pool of autocommit PostgreSQL connections used from one event loop."""
 
-    def __init__(self, conninfo: str, *, size: int = 8) -> None:
+    def __init__(self, conninfo: str, *, size: int = 8, timeout: float = 30.0) -> None:
         self._conninfo = conninfo
         self._size = size
+        #: Seconds to wait for a free connection, or to open one (as the engine's pool).
+        self._timeout = timeout
         self._idle: list[Any] = []
         self._open = 0
         self._released = asyncio.Condition()
 
     @classmethod
-    def for_engine(cls, engine: Engine, *, size: int = 8) -> AsyncDatabase:
+    def for_engine(cls, engine: Engine, *, size: int = 8, timeout: float = 30.0) -> AsyncDatabase:
         """Connections to the database of `engine` (a PostgreSQL engine)."""
         url = engine.url.set(drivername="postgresql")
-        return cls(url.render_as_string(hide_password=False), size=size)
+        return cls(url.render_as_string(hide_password=False), size=size, timeout=timeout)
 
     async def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
         """The first row of `sql` (psycopg's parameter style), or None."""
@@ -96,13 +98,17 @@ class AsyncDatabase:
         import psycopg
 
         async with self._released:
-            while not self._idle and self._open >= self._size:
-                await self._released.wait()
+            await asyncio.wait_for(
+                self._released.wait_for(lambda: bool(self._idle) or self._open < self._size),
+                self._timeout,
+            )
             if self._idle:
                 return self._idle.pop()
             self._open += 1
         try:
-            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            return await asyncio.wait_for(
+                psycopg.AsyncConnection.connect(self._conninfo, autocommit=True), self._timeout
+            )
         except BaseException:
             async with self._released:
                 self._open -= 1
