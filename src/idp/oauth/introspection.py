@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from idp.oauth.grants.base import CONFIDENTIAL_AUTH_METHODS
@@ -17,6 +18,13 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     one; a refresh token only by the client it was issued to (RFC 7662 4)."""
 
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def check_params(self, request: Any, client: Any) -> None:
+        """`token` is required; a `token_type_hint` we do not know is ignored (RFC 7009
+        2.1: it "does not influence the revocation response"; RFC 7662 2.1: the hint
+        only orders the search), where Authlib would refuse it."""
+        if "token" not in request.form:
+            raise InvalidRequestError("Missing 'token' in request.")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
         return find_token(self.server, token_string, token_type_hint)

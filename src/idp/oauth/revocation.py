@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 
 from idp.oauth import store
@@ -20,6 +21,13 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
     revoking an access token records its `jti`. Unknown tokens get 200 (RFC 7009 2.2)."""
 
     CLIENT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    def check_params(self, request: Any, client: Any) -> None:
+        """`token` is required; a `token_type_hint` we do not know is ignored (RFC 7009
+        2.1: it "does not influence the revocation response"; RFC 7662 2.1: the hint
+        only orders the search), where Authlib would refuse it."""
+        if "token" not in request.form:
+            raise InvalidRequestError("Missing 'token' in request.")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
         return find_token(self.server, token_string, token_type_hint)
