@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, case, create_engine, delete, or_, select
+from sqlalchemy import Engine, Table, and_, bindparam, case, create_engine, delete, or_, select
 from sqlalchemy.schema import CreateTable
 
 from idp.accounts.throttle import (
@@ -43,6 +43,11 @@ THROTTLE_POOL_SIZE = 4
 PURGE_ONE_IN = 500
 
 _TABLE: Table = FailureCounter.__table__  # type: ignore[assignment]
+#: `check`'s read, built once (and its cache key with it): the keys are one expanding
+#: parameter.
+_CHECK = select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
+    _TABLE.c.key.in_(bindparam("keys", expanding=True))
+)
 
 
 class DatabaseThrottle:
@@ -97,11 +102,7 @@ class DatabaseThrottle:
         if not keys:
             return Verdict(allowed=True)
         with self._reader.connect() as connection:
-            rows = connection.execute(
-                select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
-                    _TABLE.c.key.in_([key for key, _ in keys])
-                )
-            ).all()
+            rows = connection.execute(_CHECK, {"keys": [key for key, _ in keys]}).all()
         counters = {row.key: Counter(row.failures, row.last_failure_at) for row in rows}
         verdict = judge(((budget, counters.get(key)) for key, budget in keys), now=now)
         resettable = any(budget.reset_on_success and key in counters for key, budget in keys)
