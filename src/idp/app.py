@@ -21,9 +21,9 @@ from idp.settings import Settings
 log = logging.getLogger("idp")
 
 #: Worker threads that run the synchronous work of the hosted pages (sessions, argon2,
-#: database) in each process, through anyio: its default is 40. More threads than the
-#: database pool has connections only queue on the pool (and cost memory, an argon2
-#: check holds 19 MiB); fewer leave the database idle.
+#: database) in each process (`idp.web.threads`; anyio's, for anything else, is capped
+#: the same). More threads than the database pool has connections only queue on the
+#: pool (and cost memory, an argon2 check holds 19 MiB); fewer leave the database idle.
 REQUEST_THREADS = 8
 #: Worker threads of the protocol endpoints (`IdpAuthorizationServer.run`): a plain
 #: executor, whose hand-off costs a third of anyio's (bench/README.md).
