@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +39,9 @@ class AsyncDatabase:
         self._timeout = timeout
         self._idle: list[Any] = []
         self._open = 0
-        self._released = asyncio.Condition()
+        #: Who waits for a connection, first come first served. No lock: everything here
+        #: runs on one event loop, and nothing awaits between a check and its use.
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     @classmethod
     def for_engine(cls, engine: Engine, *, size: int = 8, timeout: float = 30.0) -> AsyncDatabase:
@@ -97,35 +100,54 @@ class AsyncDatabase:
     async def _acquire(self) -> Any:
         import psycopg
 
-        async with self._released:
-            await asyncio.wait_for(
-                self._released.wait_for(lambda: bool(self._idle) or self._open < self._size),
-                self._timeout,
-            )
-            if self._idle:
-                return self._idle.pop()
-            self._open += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while not self._idle and self._open >= self._size:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    self._forget(waiter)
+        if self._idle:
+            return self._idle.pop()
+        self._open += 1
         try:
             return await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(self._conninfo, autocommit=True), self._timeout
+                psycopg.AsyncConnection.connect(self._conninfo, autocommit=True),
+                max(0.0, deadline - loop.time()),
             )
         except BaseException:
-            async with self._released:
-                self._open -= 1
-                self._released.notify()
+            self._open -= 1
+            self._wake()
             raise
 
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+        else:
+            return
+        self._wake()  # it was woken as it gave up: pass the turn on
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     async def _release(self, connection: Any) -> None:
-        async with self._released:
-            self._idle.append(connection)
-            self._released.notify()
+        self._idle.append(connection)
+        self._wake()
 
     async def _discard(self, connection: Any, *, failed: bool) -> None:
         if failed:
-            log.warning("dropping a failed database connection of the async reads")
-        async with self._released:
-            self._open -= 1
-            self._released.notify()
+            log.warning("dropping a failed database connection of the event-loop pool")
+        self._open -= 1
+        self._wake()
         try:
             await connection.close()
         except Exception:
