@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -63,32 +62,12 @@ class AsyncDatabase:
         await self._release(connection)
         return row
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """A transaction: committed when the block ends, rolled back if it raises (the
-        exception goes on). Its BEGIN travels with its first statement, and its deferred
-        statements with its COMMIT (psycopg's pipeline mode): two round trips for a
-        read-then-write transaction instead of four."""
-        import psycopg
-
-        connection = await self._acquire()
-        transaction = Transaction(connection)
-        try:
-            yield transaction
-            await transaction.commit()
-        except BaseException as exc:
-            broken = isinstance(exc, psycopg.Error | asyncio.CancelledError) or connection.broken
-            if not broken and transaction.begun:
-                try:
-                    await connection.execute("ROLLBACK")
-                except psycopg.Error:
-                    broken = True
-            if broken:
-                await self._discard(connection, failed=isinstance(exc, psycopg.Error))
-            else:
-                await self._release(connection)  # rolled back, clean
-            raise
-        await self._release(connection)
+    def transaction(self) -> Transaction:
+        """`async with db.transaction() as tx:` a transaction, committed when the block
+        ends, rolled back if it raises (the exception goes on). Its BEGIN travels with
+        its first statement, and its deferred statements with its COMMIT (psycopg's
+        pipeline mode): two round trips for a read-then-write transaction, not four."""
+        return Transaction(self)
 
     async def close(self) -> None:
         """Close the idle connections (at application shutdown)."""
@@ -155,12 +134,29 @@ class AsyncDatabase:
 
 
 class Transaction:
-    """One transaction of `AsyncDatabase.transaction`."""
+    """One transaction of `AsyncDatabase.transaction` (a class, not a generator-based
+    context manager: this is on the hottest path)."""
 
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._database = database
+        self._connection: Any = None
         self._deferred: list[tuple[str, Sequence[Any] | dict[str, Any]]] = []
         self.begun = False
+
+    async def __aenter__(self) -> Transaction:
+        self._connection = await self._database._acquire()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            try:
+                await self._commit()
+            except BaseException as failed:
+                await self._abandon(failed)
+                raise
+            await self._database._release(self._connection)
+            return
+        await self._abandon(exc)  # and the exception goes on
 
     async def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
         """The first row of `sql`, or None (the first statement carries the BEGIN)."""
@@ -178,7 +174,7 @@ class Transaction:
         """Send `sql` with the COMMIT (its failure fails the commit, and the block)."""
         self._deferred.append((sql, params))
 
-    async def commit(self) -> None:
+    async def _commit(self) -> None:
         if not self.begun:
             if not self._deferred:
                 return
@@ -190,3 +186,19 @@ class Transaction:
             await self._connection.execute("COMMIT")
         self._deferred.clear()
         self.begun = False
+
+    async def _abandon(self, exc: BaseException) -> None:
+        """Roll back and give the connection back, or drop it when its state is unknown."""
+        import psycopg
+
+        connection = self._connection
+        broken = isinstance(exc, psycopg.Error | asyncio.CancelledError) or connection.broken
+        if not broken and self.begun:
+            try:
+                await connection.execute("ROLLBACK")
+            except psycopg.Error:
+                broken = True
+        if broken:
+            await self._database._discard(connection, failed=isinstance(exc, psycopg.Error))
+        else:
+            await self._database._release(connection)  # rolled back, clean
