@@ -174,6 +174,8 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
         self._scope = None
         self.source = data
         self.server = server
+        #: (client, endpoint) once `IdpAuthorizationServer.authenticate_client` succeeded.
+        self.authenticated: tuple[OAuthClient, str] | None = None
         self.payload = _Payload([*data.query, *data.form])
         self._form = dict(reversed(data.form))
         self._args = dict(reversed(data.query))
@@ -291,6 +293,20 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         if include_refresh_token and user is not None:
             token["refresh_token"] = tokens.new_refresh_token()
         return token
+
+    def authenticate_client(
+        self, request: Any, methods: Sequence[str], endpoint: str = "token"
+    ) -> OAuthClient:
+        """Authlib's client authentication, done once per request: the event-loop token
+        path authenticates before it claims anything, then hands the same request to
+        the grant, which would otherwise authenticate it again."""
+        done = getattr(request, "authenticated", None)
+        if done is not None and done[1] == endpoint and request.auth_method in methods:
+            client: OAuthClient = done[0]
+            return client
+        client = super().authenticate_client(request, methods, endpoint)
+        request.authenticated = (client, endpoint)
+        return client
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
@@ -434,8 +450,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                     redemption = store.redeemed_from_row(row, now=now)
                     redeemed = redeemed_on_loop.set(RedeemedOnLoop(value, client_id, redemption))
                 pending = pending_refresh_rows.set(rows)
-                try:
-                    response: Response = self.create_token_response(data)
+                try:  # the request authenticated above (`authenticate_client`)
+                    response: Response = self.create_token_response(request)
                 finally:
                     pending_refresh_rows.reset(pending)
                     if claimed is not None:
