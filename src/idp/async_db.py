@@ -1,6 +1,6 @@
-"""PostgreSQL on the event loop, for the two hottest statements of all: whether an access
-token (or its grant) was revoked, at every introspection, and the refresh token's claim and
-replacement, at every refresh.
+"""PostgreSQL on the event loop, for the hottest statements of all: whether an access
+token (or its grant) was revoked, at every introspection; and the claim of a refresh token
+or code with the insert of the new refresh token, at every refresh and code redemption.
 
 Everything else in the service reads and writes through SQLAlchemy sessions in worker
 threads. For these, the hop to a worker thread and back, and SQLAlchemy's execution path,
