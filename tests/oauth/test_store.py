@@ -47,8 +47,7 @@ def grant_id(services: Services) -> str:
         )
         subject = store.subject_of(grant)
         for value in ("r1", "r2"):
-            store.save_refresh_token(
-                db,
+            row = store.refresh_token_row(
                 token=value,
                 subject=subject,
                 client_id="app",
@@ -56,6 +55,7 @@ def grant_id(services: Services) -> str:
                 now=NOW,
                 idle_seconds=600,
             )
+            store.insert_refresh_token(db, row)
         return grant.id
 
 

@@ -179,33 +179,10 @@ def subject_of(grant: Grant) -> Subject:
     return _subject((*columns, grant.expires_at))
 
 
-def save_refresh_token(
-    db: Session,
-    *,
-    token: str,
-    subject: Subject,
-    client_id: str,
-    scope: str,
-    now: dt.datetime,
-    idle_seconds: int,
-) -> None:
-    """Store a refresh token's digest; it expires after `idle_seconds` unused, and never
-    later than its grant (the absolute lifetime)."""
-    # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
-    # unit of work cost more CPU than the statement (refresh profile).
-    params = refresh_token_row(
-        token=token,
-        subject=subject,
-        client_id=client_id,
-        scope=scope,
-        now=now,
-        idle_seconds=idle_seconds,
-    )
-    insert_refresh_token(db, params)
-
-
 def insert_refresh_token(db: Session, row: dict[str, Any]) -> None:
-    """Insert a row made by `refresh_token_row`."""
+    """Store a refresh token (its digest), as made by `refresh_token_row`. A Core INSERT,
+    sent now: nothing reads the row back in the request, and the ORM's unit of work cost
+    more CPU than the statement (refresh profile)."""
     db.connection().execute(_INSERT_REFRESH_TOKEN, row)
 
 
@@ -218,7 +195,8 @@ def refresh_token_row(
     now: dt.datetime,
     idle_seconds: int,
 ) -> dict[str, Any]:
-    """The values of a new refresh token's row (`save_refresh_token`)."""
+    """The values of a new refresh token's row: it expires after `idle_seconds` unused,
+    and never later than its grant (the absolute lifetime)."""
     expires_at = now + dt.timedelta(seconds=idle_seconds)
     if subject.grant_expires_at is not None:
         expires_at = min(expires_at, subject.grant_expires_at)
@@ -235,7 +213,7 @@ def refresh_token_row(
 
 
 def refresh_token_insert(dialect: Dialect, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """`save_refresh_token`'s statement as PostgreSQL driver SQL and parameters, for the
+    """`insert_refresh_token`'s statement as PostgreSQL driver SQL and parameters, for the
     refresh on the event loop (`idp.async_db`)."""
     return _driver_sql(dialect, _INSERT_REFRESH_TOKEN)[0], row
 
