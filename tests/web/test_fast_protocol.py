@@ -4,13 +4,17 @@ the `client_credentials` short-cut on the event loop falling back to a worker th
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from idp.app import create_app
 from idp.oauth import client_cache
 from idp.oauth.server import get_oauth_server
 from idp.web.fast_protocol import MAX_BODY_BYTES
@@ -210,3 +214,35 @@ def test_introspection_and_revocation_hints_order_the_search_and_never_limit_it(
     assert response.json()["active"] is True
     assert httpx.post(f"{live_server.url}/revoke", data=form, auth=auth).status_code == 200
     assert introspect(live_server, machine, token) == {"active": False}
+
+
+def test_a_request_cut_off_mid_body_is_not_acted_on(
+    live_server: LiveServer, machine: RegisteredClient
+) -> None:
+    app = create_app(services=live_server.services)
+    basic = base64.b64encode(f"{machine.client_id}:{machine.client_secret}".encode())
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/token",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"authorization", b"Basic " + basic),
+        ],
+    }
+    incoming = [
+        {"type": "http.request", "body": b"grant_type=client_credentials", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with ThreadPoolExecutor(1) as thread:  # a loop of its own (Playwright may run one here)
+        thread.submit(asyncio.run, app(scope, receive, send)).result()
+    assert sent == []  # no token issued for a request that never arrived whole

@@ -50,6 +50,10 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+class _DisconnectedError(Exception):
+    """The client went away before its whole request arrived: nothing is done for it."""
+
+
 class FastProtocol:
     """Answers the form-POST protocol endpoints; passes every other request on."""
 
@@ -71,6 +75,8 @@ class FastProtocol:
             return
         try:
             messages = await self._answer(endpoint, scope, receive)
+        except _DisconnectedError:
+            return  # a truncated form is never acted on
         except Exception:
             log.exception("unhandled error at %s", scope["path"])
             messages = self._error(500, "server_error", "Something went wrong.")
@@ -131,7 +137,7 @@ async def _read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _DisconnectedError
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
