@@ -367,7 +367,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             # RFC 6749 3.2: parameters MUST NOT be included more than once.
             return json_error(InvalidRequestError("A parameter was sent more than once."))
         response: Response
-        answered = await self._token_on_loop(data, names)
+        answered = await self._token_on_loop(data)
         if answered is not None:
             return answered
         if self._may_answer_on_loop(data, names):
@@ -393,17 +393,17 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         ring = self.services.extras.get("keyring")
         return isinstance(ring, KeyRing) and not ring.refresh_due()
 
-    async def _token_on_loop(self, data: RequestData, names: list[str]) -> Response | None:
-        """A refresh or a code redemption (PostgreSQL, a client authenticated by its
-        secret and cached) on the event loop, without a worker thread or a session. In
-        one transaction of `idp.async_db`: the refresh token is claimed, or the code
-        redeemed, by the very statement the threaded path runs (`store.
-        refresh_claim_query`, `store.code_redeem_query`); Authlib's grant then issues
-        the tokens with that result bound (`context.claimed_on_loop`, `context.
-        redeemed_on_loop`); the new refresh token is inserted; COMMIT. When nothing could
-        be claimed (reused, revoked, expired, another client's, unknown), nothing has
-        changed, and None sends the request to the threaded path, which finds out why and
-        acts on it (a reuse revokes the grant)."""
+    async def _token_on_loop(self, data: RequestData) -> Response | None:
+        """A refresh or a code redemption on the event loop, without a worker thread or
+        a session (PostgreSQL; a cached client authenticated by its secret, or a public
+        client by its id). In one transaction of `idp.async_db`: the refresh token is
+        claimed, or the code redeemed, by the very statement the threaded path runs
+        (`store.refresh_claim_query`, `store.code_redeem_query`); Authlib's grant then
+        issues the tokens with that result bound (`context.claimed_on_loop`,
+        `context.redeemed_on_loop`); the new refresh token is inserted; COMMIT. When
+        nothing could be claimed (reused, revoked, expired, another client's, unknown),
+        nothing has changed, and None sends the request to the threaded path, which
+        finds out why and acts on it (a reuse revokes the grant)."""
         from idp.oauth.keyring import KeyRing
 
         engine = self.services.engine
