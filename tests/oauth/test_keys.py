@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 import threading
@@ -23,6 +24,7 @@ from idp import migrations
 from idp.app import Services, build_services
 from idp.crypto import DecryptionError
 from idp.models import SigningKey
+from idp.oauth import tokens
 from idp.oauth.keyring import KeyRing, NoSigningKeyError, get_keyring
 from idp.oauth.keys import (
     PUBLIC_MEMBERS,
@@ -300,6 +302,30 @@ def test_an_unknown_kid_triggers_an_immediate_reload(
     clock.advance(seconds=1.5)  # well inside the 5 s re-check interval
     keys = ring.verification_keys(new["ES256"])
     assert keys.get_by_kid(new["ES256"])
+
+
+def test_a_token_signed_with_a_key_made_elsewhere_verifies_after_one_reread(
+    services: Services, other_process: Services, ring: KeyRing, clock: Clock
+) -> None:
+    ring.jwks_bytes()  # loaded now, before the rotation
+    new = rotate(other_process, T0)
+    signer = KeyRing(other_process.sessions, other_process.encryptor, now=Clock(T0 + DELAY))
+    claims = {"iss": "https://idp.example", "sub": "a", "exp": int(T0.timestamp()) + 600}
+    token = tokens.sign_access_token(claims, signer, alg="ES256")
+    assert token_kid(token) == new["ES256"]
+    clock.advance(seconds=1.5)  # well inside the 5 s re-check interval
+    verify = functools.partial(
+        tokens.verify_access_token, token, keys=ring, issuer="https://idp.example", now=T0
+    )
+    with pytest.raises(tokens.TokenInvalidError):  # the event loop never re-reads
+        verify(reread_unknown_kid=False)
+    assert verify()["sub"] == "a"  # elsewhere the keyring re-reads once, and knows it
+
+
+def token_kid(token: str) -> str:
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    kid: str = header["kid"]
+    return kid
 
 
 def test_made_up_kids_cost_at_most_one_query_per_interval(

@@ -47,6 +47,14 @@ class JWSError(Exception):
     """Not a well-formed compact JWS of ours, or its signature does not verify."""
 
 
+class UnknownKeyError(JWSError):
+    """The token names a `kid` the keys given do not have (perhaps a newer key)."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("unknown kid")
+        self.kid = kid
+
+
 def b64url(data: bytes) -> bytes:
     """Base64url without padding (RFC 7515 2)."""
     return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_B64_ENCODE)
@@ -86,17 +94,6 @@ def sign(claims: dict[str, Any], key: Key, *, alg: str, typ: str) -> str:
     else:
         raise ValueError(f"cannot sign {alg} with this key")
     return (signing_input + b"." + b64url(signature)).decode("ascii")
-
-
-def header_of(token: str) -> dict[str, Any]:
-    """The protected header of a compact JWS, unverified (to find the `kid`)."""
-    try:
-        encoded = token.encode("ascii")
-    except UnicodeEncodeError:
-        raise JWSError("not a compact JWS") from None
-    if encoded.count(b".") != 2:
-        raise JWSError("not a compact JWS")
-    return _json_object(b64url_decode(encoded.partition(b".")[0]))
 
 
 class _Verified:
@@ -162,7 +159,7 @@ def _verify(
         raise JWSError("critical header parameters are not supported")
     key = key_for_kid.get(kid)
     if key is None:
-        raise JWSError("unknown kid")
+        raise UnknownKeyError(kid)
     if key.get("alg") not in (None, alg):
         raise JWSError("the key is for another algorithm")
     signature = b64url_decode(signature_b64)

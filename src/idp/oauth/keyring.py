@@ -135,10 +135,6 @@ class KeyRing:
             self._refresh_for_unknown_kid()
         return self._current_published().key_set
 
-    def knows_kid(self, kid: str) -> bool:
-        """Whether `kid` is published now, from what is loaded (never reads the database)."""
-        return kid in self._current_published().kids
-
     def verification_key_map(self, kid: str | None = None) -> Mapping[str, Key]:
         """`verification_keys` by `kid` (what `idp.oauth.jws.verify` takes)."""
         self.verification_keys(kid)

@@ -35,7 +35,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from idp.models import utcnow
-from idp.oauth import grants, jws, store, token_lookup, tokens
+from idp.oauth import grants, store, token_lookup, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
 from idp.oauth.client_cache import ClientCache
 from idp.oauth.context import (
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
     from idp.app import Services
     from idp.async_db import AsyncDatabase
+    from idp.oauth.keyring import KeyRing
 
 T = TypeVar("T")
 
@@ -388,10 +389,15 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         anything was issued, and the request runs again in a worker thread."""
         if "client_assertion" in names or ("grant_type", "client_credentials") not in data.form:
             return False
+        return self._keyring_on_loop() is not None
+
+    def _keyring_on_loop(self) -> KeyRing | None:
+        """The keyring, when the event loop may use it: loaded, and no re-check due (the
+        re-check reads the database, which the loop never does through the keyring)."""
         from idp.oauth.keyring import KeyRing
 
         ring = self.services.extras.get("keyring")
-        return isinstance(ring, KeyRing) and not ring.refresh_due()
+        return ring if isinstance(ring, KeyRing) and not ring.refresh_due() else None
 
     async def _token_on_loop(self, data: RequestData) -> Response | None:
         """A refresh or a code redemption on the event loop, without a worker thread or
@@ -404,10 +410,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         nothing could be claimed (reused, revoked, expired, another client's, unknown),
         nothing has changed, and None sends the request to the threaded path, which
         finds out why and acts on it (a reuse revokes the grant)."""
-        from idp.oauth.keyring import KeyRing
-
         engine = self.services.engine
-        ring = self.services.extras.get("keyring")
         form = dict(data.form)  # no repeated names (checked)
         grant_type = form.get("grant_type")
         value = form.get("refresh_token" if grant_type == "refresh_token" else "code")
@@ -416,8 +419,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             or grant_type not in ("refresh_token", "authorization_code")
             or not value
             or "client_assertion" in form
-            or not isinstance(ring, KeyRing)
-            or ring.refresh_due()
+            or self._keyring_on_loop() is None
         ):
             return None
         request = self.create_oauth2_request(data)
@@ -473,30 +475,25 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         checked_access_token`). None when this does not apply (another kind of token, a
         client or key not loaded here): the caller then runs the whole endpoint in a
         worker thread with a session."""
-        from idp.oauth.keyring import KeyRing
-
-        ring = self.services.extras.get("keyring")
+        ring = self._keyring_on_loop()
         form = dict(reversed(data.form))  # the first of repeated names, as Authlib reads
         value = form.get("token", "")
         if (
-            not isinstance(ring, KeyRing)
-            or ring.refresh_due()
+            ring is None
             or value.count(".") != 2
             or form.get("token_type_hint") == "refresh_token"  # looked up first: a read
         ):
-            return None
-        try:
-            kid = jws.header_of(value).get("kid")
-        except jws.JWSError:
-            return None
-        if not isinstance(kid, str) or not ring.knows_kid(kid):
             return None
         endpoint: Introspection = self._endpoints[Introspection.ENDPOINT_NAME][0]
         request = self.create_oauth2_request(data)
         try:
             client = endpoint.authenticate_endpoint_client(request)
-            claims = tokens.verify_access_token(
-                value, keys=ring, issuer=self.settings.issuer, now=self.now()
+            claims = tokens.verify_access_token(  # an unknown kid: the thread re-reads keys
+                value,
+                keys=ring,
+                issuer=self.settings.issuer,
+                now=self.now(),
+                reread_unknown_kid=False,
             )
         except (OAuth2Error, NoDatabaseBoundError, tokens.TokenInvalidError):
             return None  # the whole endpoint in a thread says why, or answers otherwise

@@ -136,14 +136,19 @@ def verify_our_jwt(
     now: dt.datetime,
     typ: str,
     check_exp: bool = True,
+    reread_unknown_kid: bool = True,
 ) -> dict[str, Any]:
     """Verify a JWT we issued: our keys only, RS256/ES256 only, our issuer, the expected
-    `typ` (RFC 8725 3.11: an ID token is never accepted as an access token), not expired."""
+    `typ` (RFC 8725 3.11: an ID token is never accepted as an access token), not expired.
+    A `kid` the loaded keys lack makes the keyring re-read the database once (a rotation
+    by another process), unless `reread_unknown_kid` is False (on the event loop)."""
     try:
-        kid = jws.header_of(token).get("kid")
-        header, claims = jws.verify(
-            token, keys.verification_key_map(kid if isinstance(kid, str) else None)
-        )
+        try:
+            header, claims = jws.verify(token, keys.verification_key_map())
+        except jws.UnknownKeyError as unknown:
+            if not reread_unknown_kid:
+                raise
+            header, claims = jws.verify(token, keys.verification_key_map(unknown.kid))
     except jws.JWSError as exc:
         raise TokenInvalidError(f"signature: {exc}") from None
     if str(header.get("typ", "")).lower() != typ:
@@ -159,10 +164,22 @@ def verify_our_jwt(
 
 
 def verify_access_token(
-    token: str, *, keys: SigningKeys, issuer: str, now: dt.datetime
+    token: str,
+    *,
+    keys: SigningKeys,
+    issuer: str,
+    now: dt.datetime,
+    reread_unknown_kid: bool = True,
 ) -> dict[str, Any]:
     """Verify one of our RFC 9068 access tokens (signature, typ, iss, exp)."""
-    return verify_our_jwt(token, keys=keys, issuer=issuer, now=now, typ=ACCESS_TOKEN_TYP)
+    return verify_our_jwt(
+        token,
+        keys=keys,
+        issuer=issuer,
+        now=now,
+        typ=ACCESS_TOKEN_TYP,
+        reread_unknown_kid=reread_unknown_kid,
+    )
 
 
 def verify_id_token_hint(
