@@ -112,12 +112,18 @@ def _token(server: LiveServer, client_id: str, secret: str) -> httpx.Response:
     )
 
 
-def test_a_client_deleted_elsewhere_stops_working_after_the_ttl(live_server: LiveServer) -> None:
-    services = live_server.services
+def _cache_for_5_seconds(services: Services) -> Clock:
+    """Serve with a client cache of a 5 s TTL on a clock the test moves."""
     clock = Clock()
     services.extras["oauth_server"] = IdpAuthorizationServer(
         services, clients=ClientCache(ttl_seconds=5, clock=clock)
     )
+    return clock
+
+
+def test_a_client_deleted_elsewhere_stops_working_after_the_ttl(live_server: LiveServer) -> None:
+    services = live_server.services
+    clock = _cache_for_5_seconds(services)
     client_id, secret = _machine(services)
     assert _token(live_server, client_id, secret).status_code == 200
     _elsewhere(services, delete(Client).where(Client.client_id == client_id))
@@ -130,10 +136,7 @@ def test_a_client_deleted_elsewhere_stops_working_after_the_ttl(live_server: Liv
 
 def test_a_secret_changed_elsewhere_is_honoured_after_the_ttl(live_server: LiveServer) -> None:
     services = live_server.services
-    clock = Clock()
-    services.extras["oauth_server"] = IdpAuthorizationServer(
-        services, clients=ClientCache(ttl_seconds=5, clock=clock)
-    )
+    clock = _cache_for_5_seconds(services)
     client_id, secret = _machine(services)
     assert _token(live_server, client_id, secret).status_code == 200
     _elsewhere(

@@ -36,24 +36,12 @@ from idp.oauth.keys import (
     rotate_keys,
 )
 from idp.settings import Settings
+from tests.clock import Clock
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 DELAY = dt.timedelta(minutes=15)
 RETIRE_AFTER = dt.timedelta(minutes=11)
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
-
-
-class Clock:
-    """An injectable clock that tests move by hand."""
-
-    def __init__(self, start: dt.datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
 
 
 class QueryCounter:
@@ -75,7 +63,7 @@ class QueryCounter:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -280,7 +268,7 @@ def test_rotation_of_an_empty_database_signs_at_once(services: Services, clock: 
 def test_another_process_sees_a_rotation_without_restart(
     services: Services, other_process: Services, ring: KeyRing, clock: Clock
 ) -> None:
-    other_clock = Clock()
+    other_clock = Clock(T0)
     other = KeyRing(other_process.sessions, other_process.encryptor, now=other_clock)
     assert other.jwks_bytes() == ring.jwks_bytes()
     new = rotate(other_process, T0)  # e.g. `idp keys rotate` on another host

@@ -18,6 +18,7 @@ from joserfc.jwk import KeySet, RSAKey
 from idp.oauth.acr import ACR_MFA, ACR_SFA
 from idp.oauth.keyring import KeyRing
 from idp.oauth.keys import rotate_keys
+from tests.clock import Clock
 from tests.conftest import LiveServer
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
@@ -156,14 +157,6 @@ def test_tokens_signed_by_the_provider_verify_against_the_published_jwks(
     forged = jwt.encode({"alg": "RS256", "kid": ring.signing_key().kid}, {}, stranger)
     with pytest.raises(BadSignatureError):
         jwt.decode(forged, published, algorithms=["RS256"])
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def test_a_rotation_reaches_the_served_jwks_without_restart(live_server: LiveServer) -> None:

@@ -15,6 +15,7 @@ from idp.oauth.keyring import KeyRing, get_keyring
 from idp.oauth.keys import rotate_keys
 from idp.oauth.metadata import discovery_bytes
 from idp.web.security import content_security_policy
+from tests.clock import Clock
 
 ROUTE_HEADERS = {
     "content-type": "application/json",
@@ -80,14 +81,6 @@ def test_without_a_loaded_keyring_the_jwks_route_loads_it(services: Services) ->
     response = client.get("/jwks.json")
     assert response.status_code == 200
     assert response.content == get_keyring(services).jwks_bytes()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def test_the_due_recheck_runs_in_a_worker_thread_and_is_served(services: Services) -> None:
