@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 from bench.common import password_hash, user_pool
 from bench.flows import UserPicker
 from bench.loadgen import run_wrk
-from bench.procstat import sample
+from bench.procstat import cpu_delta, postgres_backends_cpu, sample
 from bench.scenarios import Plan, TargetState, _wrk_args, load_for, probe
 from bench.seed import drop_pg_database
 from bench.targets import prepare_ours_pg, prepare_ours_sqlite
@@ -51,15 +51,21 @@ def main() -> None:
         assert target.proc
         for scenario in args.scenarios.split(","):
             wrk_args = _wrk_args(state, scenario, plan, load)
+            target.analyze()
             before = sample(target.proc.pid)
+            pg_before = postgres_backends_cpu(args.dbname) if args.db == "pg" else {}
             result = run_wrk(
                 duration=args.seconds, threads=1, connections=32, cpus=load.client_cpus, **wrk_args
             )
             cpu = sample(target.proc.pid).cpu_since(before)
+            pg_cpu = (
+                cpu_delta(pg_before, postgres_backends_cpu(args.dbname)) if args.db == "pg" else 0.0
+            )
             ops = result.ok
             print(
                 f"{scenario:20s} {ops / result.seconds:8.0f} ops/s  "
-                f"{1000 * cpu / max(ops, 1):6.2f} ms CPU/op  p50 {result.p50_ms:.1f} ms",
+                f"{1000 * cpu / max(ops, 1):6.2f} ms CPU/op  "
+                f"(+ PostgreSQL {1000 * pg_cpu / max(ops, 1):.2f})  p50 {result.p50_ms:.1f} ms",
                 flush=True,
             )
     finally:

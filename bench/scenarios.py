@@ -253,6 +253,7 @@ def _wrk_args(state: TargetState, scenario: str, plan: Plan, load: Load) -> dict
 
 def _measure_wrk(state: TargetState, scenario: str, load: Load, plan: Plan, m: Measurement) -> None:
     args = _wrk_args(state, scenario, plan, load)
+    state.target.analyze()
     db_before = state.target.db_cpu()
     before = state.target.sample()
     r = run_wrk(
@@ -283,6 +284,7 @@ def _db_cpu(state: TargetState, before: dict[int, float], ops: int, m: Measureme
 
 
 def _measure_signin(state: TargetState, load: Load, plan: Plan, m: Measurement) -> None:
+    state.target.analyze()
     db_before = state.target.db_cpu()
     before = state.target.sample()
     run = asyncio.run(
