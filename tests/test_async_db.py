@@ -168,3 +168,35 @@ def test_waiting_for_a_connection_gives_up_after_the_timeout(pg_url: str) -> Non
             await reads.close()
 
     run(main())
+
+
+def test_waiters_that_give_up_leave_the_queue_and_pass_on_a_turn_given_to_them(
+    pg_url: str,
+) -> None:
+    """A waiter that times out or is cancelled leaves the queue; one cancelled just after
+    it was woken passes its turn on, so nobody behind it waits for a connection that is
+    free."""
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1, timeout=5.0)
+        try:
+            async with reads.transaction() as tx:
+                await tx.fetch_one("SELECT 1", ())
+                cancelled = asyncio.ensure_future(reads.fetch_one("SELECT 2", ()))
+                woken_then_cancelled = asyncio.ensure_future(reads.fetch_one("SELECT 3", ()))
+                patient = asyncio.ensure_future(reads.fetch_one("SELECT 4", ()))
+                await asyncio.sleep(0.05)  # all three wait now, in that order
+                cancelled.cancel()
+                await asyncio.sleep(0)
+                assert len(reads._waiters) == 2
+            # The block's connection is free: `woken_then_cancelled` has been woken, and
+            # is cancelled before it could take it.
+            woken_then_cancelled.cancel()
+            assert await asyncio.wait_for(patient, 2.0) == (4,)
+            assert cancelled.cancelled()
+            assert woken_then_cancelled.cancelled()
+            assert not reads._waiters
+        finally:
+            await reads.close()
+
+    run(main())
