@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from idp.admin.clients import create_client
 from idp.admin.users import create_account
 from idp.app import Services
+from idp.crypto import token_digest
 from idp.db import make_engine
 from idp.models import Account, AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
 from idp.oauth import store
@@ -188,3 +189,102 @@ def test_purge_keeps_live_rows_and_deletes_dead_ones(services, grant_id) -> None
     with services.sessions() as db:
         for model in (Grant, AuthorizationCode, RefreshToken, RevokedAccessToken):
             assert db.scalar(select(func.count()).select_from(model)) == 0, model
+
+
+def _rotate_on_pg(services: Services, *, token: str, successor: str, at: dt.datetime) -> object:
+    """`store.refresh_rotation_query` as the event loop runs it (`idp.async_db`)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from idp.async_db import AsyncDatabase
+
+    sql, params = store.refresh_rotation_query(
+        services.engine.dialect,
+        token=token,
+        successor=successor,
+        client_id="app",
+        now=at,
+        idle_seconds=600,
+    )
+
+    async def main() -> object:
+        database = AsyncDatabase.for_engine(services.engine, size=1)
+        try:
+            return await database.fetch_one(sql, params)
+        finally:
+            await database.close()
+
+    with ThreadPoolExecutor(1) as thread:  # a loop of its own, whatever this thread has
+        return thread.submit(asyncio.run, main()).result()
+
+
+def _refresh_rows(services: Services) -> dict[str, RefreshToken]:
+    with services.sessions() as db:
+        return {row.token_hash: row for row in db.scalars(select(RefreshToken))}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_rotation_in_one_statement_writes_what_the_threaded_path_writes(
+    services, grant_id
+) -> None:
+    """PostgreSQL's refresh on the event loop claims the token and stores its successor
+    in one statement: the successor's row is `refresh_token_row`'s, its expiry the idle
+    time or, nearer the grant's end, the grant's end; the claim is single use."""
+    row = _rotate_on_pg(services, token="r1", successor="s1", at=NOW)
+    assert row is not None
+    claimed = store.claimed_from_row(row)  # type: ignore[arg-type]
+    assert (claimed.scope, claimed.subject.grant_id, claimed.subject.acr) == (
+        "openid",
+        grant_id,
+        "x",
+    )
+    rows = _refresh_rows(services)
+    assert rows[token_digest("r1")].rotated_at == NOW
+    with services.sessions() as db:
+        grant = db.get(Grant, grant_id)
+        assert grant is not None
+        expected = store.refresh_token_row(
+            token="s1",
+            subject=store.subject_of(grant),
+            client_id="app",
+            scope="openid",
+            now=NOW,
+            idle_seconds=600,
+        )
+    written = rows[token_digest("s1")]
+    assert {k: getattr(written, k) for k in expected} == expected
+    # Single use: the same token again claims nothing and writes nothing.
+    assert _rotate_on_pg(services, token="r1", successor="s2", at=NOW) is None
+    assert token_digest("s2") not in _refresh_rows(services)
+    # Used within the idle time every time: near the grant's end (3,600 s after sign-in)
+    # the successor expires with the grant.
+    current = "s1"
+    for step, seconds in enumerate((500, 1000, 1500, 2000, 2500, 3000, 3300)):
+        at = NOW + dt.timedelta(seconds=seconds)
+        assert _rotate_on_pg(services, token=current, successor=f"n{step}", at=at) is not None
+        current = f"n{step}"
+    end = _refresh_rows(services)[token_digest(current)].expires_at
+    assert end == NOW + dt.timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("change", ["grant revoked", "account disabled", "expired", "client"])
+def test_a_rotation_in_one_statement_writes_nothing_it_may_not(services, grant_id, change) -> None:
+    at = NOW
+    with services.sessions() as db, db.begin():
+        grant = db.get(Grant, grant_id)
+        assert grant is not None
+        if change == "grant revoked":
+            store.revoke_grant(db, grant_id=grant_id, now=NOW, reason="test")
+        elif change == "account disabled":
+            db.execute(
+                update(Account).where(Account.id == grant.account_id).values(disabled_at=NOW)
+            )
+        elif change == "expired":
+            at = NOW + dt.timedelta(seconds=601)
+        else:
+            db.execute(update(RefreshToken).values(client_id="other"))
+    before = {h: (r.rotated_at, r.revoked_at) for h, r in _refresh_rows(services).items()}
+    assert _rotate_on_pg(services, token="r1", successor="s1", at=at) is None
+    after = {h: (r.rotated_at, r.revoked_at) for h, r in _refresh_rows(services).items()}
+    assert after == before  # not claimed, no successor

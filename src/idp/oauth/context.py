@@ -48,15 +48,17 @@ def bound_db(db: Session) -> Iterator[Session]:
 
 @dataclass(frozen=True)
 class ClaimedOnLoop:
-    """A refresh token the event loop already claimed, in the transaction the request's
-    new refresh token will be written in (`IdpAuthorizationServer._refresh_on_loop`)."""
+    """A refresh token the event loop already rotated, by one statement that claimed it
+    and stored its successor (`IdpAuthorizationServer._refresh_on_loop`)."""
 
     token: str
     client_id: str
     claimed: Claimed
+    #: The new refresh token, already stored: the one the response must carry.
+    successor: str
 
 
-#: Bound while Authlib's refresh grant runs on the event loop: the claim it would make.
+#: Bound while Authlib's refresh grant runs on the event loop: the rotation already made.
 claimed_on_loop: ContextVar[ClaimedOnLoop | None] = ContextVar("idp_claimed", default=None)
 
 
@@ -72,7 +74,7 @@ class RedeemedOnLoop:
 
 #: Bound while Authlib's code grant runs on the event loop: the redemption it would make.
 redeemed_on_loop: ContextVar[RedeemedOnLoop | None] = ContextVar("idp_redeemed", default=None)
-#: Bound with either: new refresh token rows, written by the loop in the same transaction.
+#: Bound with a redemption: new refresh token rows, written by the loop in its transaction.
 pending_refresh_rows: ContextVar[list[dict[str, Any]] | None] = ContextVar(
     "idp_pending_refresh_rows", default=None
 )

@@ -250,6 +250,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         refresh = token.get("refresh_token")
+        rotated = claimed_on_loop.get()
+        if rotated is not None and refresh == rotated.successor:
+            return  # stored with the claim (`_refresh_on_loop`)
         if refresh and isinstance(request.user, Subject):
             row = store.refresh_token_row(
                 token=refresh,
@@ -260,7 +263,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 idle_seconds=self.settings.refresh_token_idle_seconds,
             )
             pending = pending_refresh_rows.get()
-            if pending is not None:  # written by `_refresh_on_loop`, in its transaction
+            if pending is not None:  # written by `_token_on_loop`, in its transaction
                 pending.append(row)
             else:
                 store.insert_refresh_token(current_db(), row)
@@ -292,7 +295,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             "scope": scope,
         }
         if include_refresh_token and user is not None:
-            token["refresh_token"] = tokens.new_refresh_token()
+            rotated = claimed_on_loop.get()
+            token["refresh_token"] = (
+                rotated.successor if rotated is not None else tokens.new_refresh_token()
+            )
         return token
 
     def authenticate_client(
@@ -402,14 +408,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     async def _token_on_loop(self, data: RequestData) -> Response | None:
         """A refresh or a code redemption on the event loop, without a worker thread or
         a session (PostgreSQL; a cached client authenticated by its secret, or a public
-        client by its id). In one transaction of `idp.async_db`: the refresh token is
-        claimed, or the code redeemed, by the very statement the threaded path runs
-        (`store.refresh_claim_query`, `store.code_redeem_query`); Authlib's grant then
-        issues the tokens with that result bound (`context.claimed_on_loop`,
-        `context.redeemed_on_loop`); the new refresh token is inserted; COMMIT. When
-        nothing could be claimed (reused, revoked, expired, another client's, unknown),
-        nothing has changed, and None sends the request to the threaded path, which
-        finds out why and acts on it (a reuse revokes the grant)."""
+        client by its id). None sends the request to the threaded path: when this does
+        not apply, or when nothing could be claimed (reused, revoked, expired, another
+        client's, unknown: nothing has changed, and the threaded path finds out why and
+        acts on it, a reuse revoking the grant)."""
         engine = self.services.engine
         form = dict(data.form)  # no repeated names (checked)
         grant_type = form.get("grant_type")
@@ -419,6 +421,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             or grant_type not in ("refresh_token", "authorization_code")
             or not value
             or "client_assertion" in form
+            # A narrower scope is checked after the claim: the threaded path checks it
+            # before anything is written.
+            or (grant_type == "refresh_token" and "scope" in form)
             or self._keyring_on_loop() is None
         ):
             return None
@@ -429,37 +434,69 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return None
         if not client.check_grant_type(grant_type):
             return None
-        client_id, now = client.get_client_id(), self.now()
         if grant_type == "refresh_token":
-            sql, params = store.refresh_claim_query(
-                engine.dialect, token=value, client_id=client_id, now=now
-            )
-        else:
-            sql, params = store.code_redeem_query(
-                engine.dialect, code=value, client_id=client_id, now=now
-            )
+            return await self._refresh_on_loop(request, client.get_client_id(), value)
+        return await self._redeem_on_loop(request, client.get_client_id(), value)
+
+    async def _refresh_on_loop(
+        self, request: OAuth2Request, client_id: str, value: str
+    ) -> Response | None:
+        """A refresh in one statement (`store.refresh_rotation_query`: the claim the
+        threaded path makes, and the insert of the new refresh token, made beforehand),
+        then Authlib's grant issues the tokens with that rotation bound
+        (`context.claimed_on_loop`). Nothing after the statement needs the database or
+        can refuse the request (its client, grant type and keys were checked, and a
+        narrower scope goes to the threaded path), so the tokens are signed after the
+        commit; should that fail all the same, the client has lost a response, as when
+        the network drops it, and signs in again."""
+        now = self.now()
+        successor = tokens.new_refresh_token()
+        sql, params = store.refresh_rotation_query(
+            self.services.engine.dialect,
+            token=value,
+            successor=successor,
+            client_id=client_id,
+            now=now,
+            idle_seconds=self.settings.refresh_token_idle_seconds,
+        )
+        row = await async_db(self.services).fetch_one(sql, params)
+        if row is None:
+            return None  # nothing written
+        rotation = ClaimedOnLoop(value, client_id, store.claimed_from_row(row), successor)
+        bound = claimed_on_loop.set(rotation)
+        try:  # the request authenticated above (`authenticate_client`); never a thread
+            # now: the token is rotated, and would look reused there
+            response: Response = self.create_token_response(request)
+        finally:
+            claimed_on_loop.reset(bound)
+        return response
+
+    async def _redeem_on_loop(
+        self, request: OAuth2Request, client_id: str, value: str
+    ) -> Response | None:
+        """A code redemption in one `idp.async_db` transaction: the code redeemed by the
+        statement the threaded path runs (`store.code_redeem_query`), Authlib's grant
+        issuing the tokens with that redemption bound (`context.redeemed_on_loop`; its
+        checks of PKCE and the redirect URI come after the redemption, and a refusal
+        rolls it back), the new refresh token inserted with the COMMIT."""
+        engine, now = self.services.engine, self.now()
+        sql, params = store.code_redeem_query(
+            engine.dialect, code=value, client_id=client_id, now=now
+        )
         try:
             async with async_db(self.services).transaction() as transaction:
                 row = await transaction.fetch_one(sql, params)
                 if row is None:
                     raise _NotClaimedError
+                redemption = store.redeemed_from_row(row, now=now)
+                redeemed = redeemed_on_loop.set(RedeemedOnLoop(value, client_id, redemption))
                 rows: list[dict[str, Any]] = []
-                claimed = redeemed = None
-                if grant_type == "refresh_token":
-                    claim = ClaimedOnLoop(value, client_id, store.claimed_from_row(row))
-                    claimed = claimed_on_loop.set(claim)
-                else:
-                    redemption = store.redeemed_from_row(row, now=now)
-                    redeemed = redeemed_on_loop.set(RedeemedOnLoop(value, client_id, redemption))
                 pending = pending_refresh_rows.set(rows)
                 try:  # the request authenticated above (`authenticate_client`)
                     response: Response = self.create_token_response(request)
                 finally:
                     pending_refresh_rows.reset(pending)
-                    if claimed is not None:
-                        claimed_on_loop.reset(claimed)
-                    if redeemed is not None:
-                        redeemed_on_loop.reset(redeemed)
+                    redeemed_on_loop.reset(redeemed)
                 for new in rows:
                     transaction.defer(*store.refresh_token_insert(engine.dialect, new))
         except (_NotClaimedError, NoDatabaseBoundError):

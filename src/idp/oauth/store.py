@@ -20,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
     select,
     update,
@@ -343,17 +344,59 @@ def claim_refresh_token(
     return _claimed(found[:3], found[3:])
 
 
-def refresh_claim_query(
-    dialect: Dialect, *, token: str, client_id: str, now: dt.datetime
+def _rotation() -> ClauseElement:
+    """PostgreSQL: `_CLAIM_WITH_GRANT` and the insert of the successor in one statement
+    (`refresh_rotation_query`). The successor's row is `refresh_token_row`'s: same grant,
+    client and scope, expiring when unused for the idle time and never after its grant
+    (LEAST passes over a grant without an end, as `refresh_token_row` does)."""
+    claimed = _CLAIM.returning(
+        *_CLAIMED_TOKEN, *(c.label(f"grant_{c.name}") for c in _CLAIMED_GRANT)
+    ).cte("claimed")
+    successor = insert(_TOKENS).from_select(
+        ["token_hash", "grant_id", "client_id", "scope", "issued_at", "expires_at"],
+        select(
+            bindparam("b_successor_hash", type_=_TOKENS.c.token_hash.type),
+            claimed.c.grant_id,
+            bindparam("b_client_id", type_=_TOKENS.c.client_id.type),
+            claimed.c.scope,
+            bindparam("b_now", type_=_TOKENS.c.issued_at.type),
+            func.least(
+                bindparam("b_idle_expiry", type_=_TOKENS.c.expires_at.type),
+                claimed.c.grant_expires_at,
+            ),
+        ),
+    )
+    return select(claimed).add_cte(successor.cte("successor"))
+
+
+_ROTATE = _rotation()
+
+
+def refresh_rotation_query(
+    dialect: Dialect,
+    *,
+    token: str,
+    successor: str,
+    client_id: str,
+    now: dt.datetime,
+    idle_seconds: int,
 ) -> tuple[str, dict[str, Any]]:
-    """`claim_refresh_token`'s PostgreSQL statement as driver SQL and parameters, for the
-    refresh on the event loop (`idp.async_db`); its row goes to `claimed_from_row`."""
-    params = {"b_token_hash": token_digest(token), "b_client_id": client_id, "b_now": now}
-    return _driver_sql(dialect, _CLAIM_WITH_GRANT)[0], params
+    """The rotation of a refresh token on the event loop (`idp.async_db`, PostgreSQL) as
+    one statement, driver SQL and parameters: `claim_refresh_token`'s claim of `token`,
+    and with it the row of `successor`, its replacement. Its row, if any, goes to
+    `claimed_from_row`; none means nothing was written."""
+    params = {
+        "b_token_hash": token_digest(token),
+        "b_client_id": client_id,
+        "b_now": now,
+        "b_successor_hash": token_digest(successor),
+        "b_idle_expiry": now + dt.timedelta(seconds=idle_seconds),
+    }
+    return _driver_sql(dialect, _ROTATE)[0], params
 
 
 def claimed_from_row(row: Sequence[Any]) -> Claimed:
-    """A row of `refresh_claim_query` as read by the driver (no SQLAlchemy types)."""
+    """A row of `refresh_rotation_query` as read by the driver (no SQLAlchemy types)."""
     utc = tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
     return _claimed(utc[:3], utc[3:])
 
