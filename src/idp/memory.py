@@ -10,7 +10,10 @@ Each argon2id verification allocates its 19 MiB working memory with malloc. glib
 blocks that big with mmap and unmaps them when freed, but raises that threshold after each
 such free (up to 32 MiB), after which the blocks come from the heap and stay resident: a
 worker that verified passwords on 16 threads at once kept hundreds of MiB. A fixed
-threshold keeps every big block an mmap, returned to the system when freed.
+threshold keeps every big block an mmap, returned to the system when freed. (Password
+verification itself no longer mallocs its working memory: it runs on a few buffers kept
+for it, `idp.accounts.argon2_memory`, since mapping 19 MiB afresh each time cost more
+CPU than half the hash.)
 
 Start-up also pauses Python's cyclic garbage collector (`pause_gc`, `resume_gc`): the
 imports and set-up of a serving process make ~190,000 long-lived objects and almost no

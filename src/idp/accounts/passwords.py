@@ -15,6 +15,8 @@ from importlib import resources
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from idp.accounts import argon2_memory
+
 #: ASVS 6.2.1 / NIST 3.1.1.2: at least 8 characters when MFA is mandatory.
 MIN_LENGTH = 8
 #: ASVS 6.2.9 wants at least 64 allowed; this bound only stops abuse of the hash.
@@ -99,8 +101,8 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
     if not isinstance(password_hash, str) or not password_hash:
         return False
-    try:
-        return _HASHER.verify(password_hash, normalised)
+    try:  # argon2-cffi's verify, on working memory kept between verifications
+        return argon2_memory.verify(password_hash, normalised, memory_cost_kib=_HASHER.memory_cost)
     except (VerificationError, InvalidHashError):
         # VerifyMismatchError is a VerificationError; a corrupt stored hash is InvalidHash.
         return False
