@@ -200,3 +200,90 @@ def test_waiters_that_give_up_leave_the_queue_and_pass_on_a_turn_given_to_them(
             await reads.close()
 
     run(main())
+
+
+FLAGS = "SELECT $1::text = 'yes', $2::text IS NULL"
+
+
+def test_fetch_flags_answers_a_row_of_booleans_over_libpq(pg_url: str) -> None:
+    """`fetch_flags` (introspection's read): text parameters, None as NULL, a prepared
+    statement made once per connection and used again, and the connection left idle for
+    psycopg's own reads."""
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            assert await reads.fetch_flags(FLAGS, ("yes", None)) == (True, True)
+            assert await reads.fetch_flags(FLAGS, ("no", "x")) == (False, False)
+            assert await reads.fetch_flags("SELECT $1::text = 'ü'", ("ü",)) == (True,)
+            (prepared,) = await reads.fetch_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'idp_%%'", ()
+            )
+            assert prepared == 2  # one per statement, not one per call
+            assert await reads.fetch_one("SELECT 41 + 1", ()) == (42,)
+        finally:
+            await reads.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "error"),
+    [
+        ("SELECT 1 / $1::int = 1", ("0",), "division by zero"),
+        ("SELECT no_such_column", (), "no_such_column"),
+        ("SELECT true WHERE false", (), "0 rows"),
+        ("SELECT 'maybe'::text", (), "not a row of booleans"),
+        ("SELECT NULL::boolean", (), "not a row of booleans"),
+    ],
+)
+def test_fetch_flags_refuses_what_is_not_one_row_of_booleans(
+    pg_url: str, sql: str, params: tuple[str, ...], error: str
+) -> None:
+    """A failed statement, no row, or a value that is not a boolean raises; a failed
+    connection is replaced and the pool goes on answering."""
+    import psycopg
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            with pytest.raises((psycopg.Error, ValueError), match=error):
+                await reads.fetch_flags(sql, params)
+            assert await reads.fetch_flags(FLAGS, ("yes", None)) == (True, True)
+        finally:
+            await reads.close()
+
+    run(main())
+
+
+def test_fetch_flags_on_a_killed_or_cancelled_connection_replaces_it(pg_url: str) -> None:
+    import psycopg
+
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            (pid,) = await reads.fetch_one("SELECT pg_backend_pid()", ())
+            await reads.fetch_flags(FLAGS, ("yes", None))  # prepared on that connection
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(psycopg.OperationalError):
+                await reads.fetch_flags(FLAGS, ("yes", None))
+            assert await reads.fetch_flags(FLAGS, ("no", None)) == (False, True)
+            # Cancelled while the server works: the connection's state is unknown, so it
+            # is dropped, not handed to the next request mid-query.
+            slow = asyncio.ensure_future(reads.fetch_flags("SELECT pg_sleep(5) IS NULL", ()))
+            await asyncio.sleep(0.2)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            assert reads._open == 0
+            assert await reads.fetch_flags(FLAGS, ("yes", "x")) == (True, False)
+        finally:
+            await reads.close()
+
+    try:
+        run(main())
+    finally:
+        admin.dispose()

@@ -6,9 +6,10 @@ Everything else in the service reads and writes through SQLAlchemy sessions in w
 threads. For these, the hop to a worker thread and back, and SQLAlchemy's execution path,
 cost several times the statements (bench/README.md, "What the profiles say"), so on
 PostgreSQL they run on the event loop over a few psycopg `AsyncConnection`s in
-autocommit: a read is one round trip with the latest committed data; a `transaction`
-is BEGIN ... COMMIT (ROLLBACK if the block raises). SQLite (no network, no async
-driver) keeps the threaded paths.
+autocommit: a read is one round trip with the latest committed data (`fetch_flags`, for a
+row of booleans, goes straight through libpq); a `transaction` is BEGIN ... COMMIT
+(ROLLBACK if the block raises). SQLite (no network, no async driver) keeps the threaded
+paths.
 
 The connections are opened on first use, at most `size` of them, and closed with the
 application (`close`). One that fails (or whose statement was cancelled midway) is
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +45,8 @@ class AsyncDatabase:
         #: Who waits for a connection, first come first served. No lock: everything here
         #: runs on one event loop, and nothing awaits between a check and its use.
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Statements prepared by `fetch_flags`, per connection (gone with it).
+        self._prepared: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def for_engine(cls, engine: Engine, *, size: int = 8, timeout: float = 30.0) -> AsyncDatabase:
@@ -62,6 +67,30 @@ class AsyncDatabase:
             raise
         await self._release(connection)
         return row
+
+    async def fetch_flags(self, sql: str, params: Sequence[str | None]) -> tuple[bool, ...]:
+        """The one row of booleans `sql` answers (`$1`-style parameters, sent as text,
+        None as NULL), straight over libpq (`psycopg.pq`): prepared once per connection,
+        then one message out and one wake-up per call. For the hottest read of all,
+        introspection's revocation check: psycopg's cursor and its waiting machinery cost
+        two and a half times as much CPU for the same round trip (bench/README.md)."""
+        import psycopg
+
+        connection = await self._acquire()
+        try:
+            flags = await _read_flags(connection, self._prepared_on(connection), sql, params)
+        except BaseException as exc:  # failed, or cancelled mid-query: state unknown
+            await self._discard(connection, failed=isinstance(exc, psycopg.Error))
+            raise
+        await self._release(connection)
+        return flags
+
+    def _prepared_on(self, connection: Any) -> set[bytes]:
+        """The names of the statements `fetch_flags` prepared on `connection`."""
+        prepared = self._prepared.get(connection)
+        if prepared is None:
+            prepared = self._prepared[connection] = set()
+        return prepared
 
     def transaction(self) -> Transaction:
         """`async with db.transaction() as tx:` a transaction, committed when the block
@@ -137,6 +166,73 @@ class AsyncDatabase:
             await connection.close()
         except Exception:
             log.debug("closing a failed connection failed too", exc_info=True)
+
+
+async def _read_flags(
+    connection: Any, prepared: set[bytes], sql: str, params: Sequence[str | None]
+) -> tuple[bool, ...]:
+    """`AsyncDatabase.fetch_flags` on one connection of the pool (idle, in autocommit)."""
+    from psycopg import OperationalError, pq
+
+    pgconn = connection.pgconn
+    name = b"idp_" + hashlib.blake2b(sql.encode(), digest_size=12).hexdigest().encode()
+    if name not in prepared:
+        pgconn.send_prepare(name, sql.encode())
+        result = await _result(pgconn)
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            raise OperationalError(_message(result))
+        prepared.add(name)
+    pgconn.send_query_prepared(name, [None if p is None else p.encode() for p in params])
+    result = await _result(pgconn)
+    if result.status != pq.ExecStatus.TUPLES_OK or result.ntuples != 1:
+        raise OperationalError(_message(result) or f"{result.ntuples} rows, not one")
+    values = [result.get_value(0, column) for column in range(result.nfields)]
+    if any(value not in (b"t", b"f") for value in values):
+        raise ValueError(f"not a row of booleans: {values!r}")
+    return tuple(value == b"t" for value in values)
+
+
+async def _result(pgconn: Any) -> Any:
+    """Send what libpq holds, wait for the command's result and return it, leaving the
+    connection idle (every result read)."""
+    loop = asyncio.get_running_loop()
+    while pgconn.flush():  # 1: the socket's buffer is full, the rest waits
+        await _ready(loop, pgconn.socket, write=True)
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        await _ready(loop, pgconn.socket, write=False)
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:  # a command's results end with None
+        pass
+    if result is None:
+        raise RuntimeError("libpq answered no result")
+    return result
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+    ready = loop.create_future()
+    if write:
+        loop.add_writer(fd, _set_ready, ready)
+    else:
+        loop.add_reader(fd, _set_ready, ready)
+    try:
+        await ready
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+def _set_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+def _message(result: Any) -> str:
+    return bytes(result.error_message or b"").decode("utf-8", "replace").strip()
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:

@@ -537,11 +537,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         jti, grant_id = token_lookup.access_token_ids(claims)
         engine = self.services.engine
         if engine.dialect.name == "postgresql":
-            sql, params = store.access_token_revocation_query(
-                engine.dialect, jti=jti, grant_id=grant_id
-            )
-            row = await async_db(self.services).fetch_one(sql, params)
-            revoked = store.access_token_revoked_from(row)
+            sql, params = store.access_token_revocation_libpq(jti=jti, grant_id=grant_id)
+            flags = await async_db(self.services).fetch_flags(sql, params)
+            revoked = store.access_token_revoked_from(flags)
         else:
             read = functools.partial(
                 store.access_token_revoked_now, engine, jti=jti, grant_id=grant_id

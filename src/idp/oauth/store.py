@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
@@ -512,6 +513,14 @@ def access_token_revocation_query(
     return sql_text, tuple(params[name] for name in order) if order else params
 
 
+def access_token_revocation_libpq(*, jti: str, grant_id: str | None) -> tuple[str, tuple[Any, ...]]:
+    """`access_token_revocation_query` as libpq takes it (`$1` parameters, in order), for
+    introspection's read on the event loop (`AsyncDatabase.fetch_flags`)."""
+    sql_text, params = access_token_revocation_query(_LIBPQ, jti=jti, grant_id=grant_id)
+    assert isinstance(params, tuple)
+    return sql_text, params
+
+
 def access_token_revoked_from(row: Sequence[Any] | None) -> bool:
     """The answer of `access_token_revocation_query`'s row."""
     if row is None:
@@ -548,13 +557,17 @@ def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) 
     return access_token_revoked_from(row)
 
 
-_DRIVER_SQL: dict[tuple[int, str], tuple[str, tuple[str, ...] | None]] = {}
+_DRIVER_SQL: dict[tuple[int, str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+#: PostgreSQL with libpq's own numbered parameters ($1, $2, ...).
+_LIBPQ = postgresql_psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 def _driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[str, ...] | None]:
     """`statement` compiled for `dialect` once: its SQL, and the order of its parameters
     when the driver's parameters are positional."""
-    key = (id(statement), dialect.name)
+    key = (id(statement), dialect.name, dialect.paramstyle)
     compiled = _DRIVER_SQL.get(key)
     if compiled is None:
         sql = statement.compile(dialect=dialect)
