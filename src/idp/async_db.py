@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import weakref
@@ -175,7 +176,7 @@ async def _read_flags(
     from psycopg import OperationalError, pq
 
     pgconn = connection.pgconn
-    name = b"idp_" + hashlib.blake2b(sql.encode(), digest_size=12).hexdigest().encode()
+    name = _statement_name(sql)
     if name not in prepared:
         pgconn.send_prepare(name, sql.encode())
         result = await _result(pgconn)
@@ -190,6 +191,12 @@ async def _read_flags(
     if any(value not in (b"t", b"f") for value in values):
         raise ValueError(f"not a row of booleans: {values!r}")
     return tuple(value == b"t" for value in values)
+
+
+@functools.lru_cache(maxsize=64)
+def _statement_name(sql: str) -> bytes:
+    """The name `fetch_flags` prepares `sql` under (apart from psycopg's own `_pg3_`)."""
+    return b"idp_" + hashlib.blake2b(sql.encode(), digest_size=12).hexdigest().encode()
 
 
 async def _result(pgconn: Any) -> Any:
