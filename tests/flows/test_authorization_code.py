@@ -214,6 +214,17 @@ def test_missing_and_wrong_code_verifier(live_server, app, browser) -> None:
         code_verifier="w" * 50,
     )
     assert wrong.json()["error"] == "invalid_grant"
+    # The refusal is committed with the redemption: the code is used up, and the right
+    # verifier afterwards gets nothing either (on the event loop as in a thread).
+    late = token_error(
+        live_server,
+        app,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=app.redirect_uri,
+        code_verifier=VERIFIER,
+    )
+    assert late.json()["error"] == "invalid_grant"
 
 
 def test_redirect_uri_at_token_must_match(live_server, app, browser) -> None:

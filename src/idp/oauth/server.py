@@ -476,9 +476,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     ) -> Response | None:
         """A code redemption in one `idp.async_db` transaction: the code redeemed by the
         statement the threaded path runs (`store.code_redeem_query`), Authlib's grant
-        issuing the tokens with that redemption bound (`context.redeemed_on_loop`; its
-        checks of PKCE and the redirect URI come after the redemption, and a refusal
-        rolls it back), the new refresh token inserted with the COMMIT."""
+        issuing the tokens with that redemption bound (`context.redeemed_on_loop`), the
+        new refresh token inserted with the COMMIT. The grant's checks (PKCE, the
+        redirect URI) come after the redemption; a refusal is an error response, and is
+        committed as on the threaded path (`in_transaction`): the code is used up."""
         engine, now = self.services.engine, self.now()
         sql, params = store.code_redeem_query(
             engine.dialect, code=value, client_id=client_id, now=now
