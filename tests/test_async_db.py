@@ -69,15 +69,22 @@ def test_no_more_connections_than_the_size(pg_url: str) -> None:
     run(main())
 
 
-def test_a_connection_the_server_killed_is_dropped_and_replaced(pg_url: str) -> None:
+def _terminate(pg_url: str, pid: int) -> None:
+    """End the server's backend `pid`, as a restart or an administrator would."""
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
 
+
+def test_a_connection_the_server_killed_is_dropped_and_replaced(pg_url: str) -> None:
     async def main() -> None:
         reads = _reads(pg_url, 1)
         try:
             (pid,) = await reads.fetch_one("SELECT pg_backend_pid()", ())
-            with admin.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            _terminate(pg_url, pid)
             import psycopg
 
             with pytest.raises(psycopg.OperationalError):
@@ -87,10 +94,7 @@ def test_a_connection_the_server_killed_is_dropped_and_replaced(pg_url: str) -> 
         finally:
             await reads.close()
 
-    try:
-        run(main())
-    finally:
-        admin.dispose()
+    run(main())
 
 
 def test_close_closes_the_idle_connections(pg_url: str) -> None:
@@ -259,15 +263,12 @@ def test_fetch_flags_refuses_what_is_not_one_row_of_booleans(
 def test_fetch_flags_on_a_killed_or_cancelled_connection_replaces_it(pg_url: str) -> None:
     import psycopg
 
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-
     async def main() -> None:
         reads = _reads(pg_url, 1)
         try:
             (pid,) = await reads.fetch_one("SELECT pg_backend_pid()", ())
             await reads.fetch_flags(FLAGS, ("yes", None))  # prepared on that connection
-            with admin.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            _terminate(pg_url, pid)
             with pytest.raises(psycopg.OperationalError):
                 await reads.fetch_flags(FLAGS, ("yes", None))
             assert await reads.fetch_flags(FLAGS, ("no", None)) == (False, True)
@@ -283,7 +284,4 @@ def test_fetch_flags_on_a_killed_or_cancelled_connection_replaces_it(pg_url: str
         finally:
             await reads.close()
 
-    try:
-        run(main())
-    finally:
-        admin.dispose()
+    run(main())
