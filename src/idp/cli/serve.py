@@ -65,13 +65,17 @@ def serve(
         engine.dispose()
     import uvicorn
 
+    from idp.cli.worker import build_before_forking
     from idp.memory import resume_gc
 
-    if workers > 1:
-        resume_gc()  # this process only supervises; each worker pauses its own start
+    # With several workers, the application is built once here and forked into each
+    # (idp.cli.worker). Where that is not safe, each worker builds its own from the
+    # import string below, and this process only supervises.
+    if workers > 1 and not build_before_forking():
+        resume_gc()
     # The import string and factory let each worker build its own app (and engine) from
-    # the environment, which is how settings reach worker processes; the factory is the
-    # application's own, with the garbage collector paused while the worker starts.
+    # the environment; the factory is the application's own, with the garbage collector
+    # paused while the worker starts.
     uvicorn.run(
         "idp.cli.worker:create_app",
         factory=True,
@@ -80,6 +84,7 @@ def serve(
         workers=workers,
         loop="uvloop",
         http="httptools",
+        ws="none",  # no WebSocket routes: nor the import of a WebSocket implementation
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level,

@@ -8,6 +8,7 @@ updates, so two processes racing on one code or refresh token cannot both win.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -25,7 +26,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
@@ -516,7 +516,7 @@ def access_token_revocation_query(
 def access_token_revocation_libpq(*, jti: str, grant_id: str | None) -> tuple[str, tuple[Any, ...]]:
     """`access_token_revocation_query` as libpq takes it (`$1` parameters, in order), for
     introspection's read on the event loop (`AsyncDatabase.fetch_flags`)."""
-    sql_text, params = access_token_revocation_query(_LIBPQ, jti=jti, grant_id=grant_id)
+    sql_text, params = access_token_revocation_query(_libpq(), jti=jti, grant_id=grant_id)
     assert isinstance(params, tuple)
     return sql_text, params
 
@@ -560,8 +560,13 @@ def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) 
 _DRIVER_SQL: dict[tuple[int, str, str], tuple[str, tuple[str, ...] | None]] = {}
 
 
-#: PostgreSQL with libpq's own numbered parameters ($1, $2, ...).
-_LIBPQ = postgresql_psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+@functools.cache
+def _libpq() -> Dialect:
+    """PostgreSQL with libpq's own numbered parameters ($1, $2, ...). Made on first use:
+    a service on SQLite never imports the PostgreSQL dialect (start-up time)."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    return psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 def _driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[str, ...] | None]:
