@@ -187,6 +187,40 @@ def test_a_private_key_that_does_not_match_its_kid_is_refused(services: Services
         load_private_key(row, encryptor=services.encryptor)
 
 
+def test_a_stored_rsa_key_loads_as_the_key_that_was_made(services: Services) -> None:
+    """Loaded without OpenSSL's consistency check (start-up time), it is still the same
+    key: same private numbers, its signature verifies with the published key."""
+    row = new_signing_key(alg="RS256", encryptor=services.encryptor, seq=1, now=T0, active_from=T0)
+    made = json.loads(
+        services.encryptor.decrypt(row.private_key_encrypted, context=row.kid.encode())
+    )
+    loaded = load_private_key(row, encryptor=services.encryptor)
+    assert isinstance(loaded, RSAKey)
+    assert (loaded.kid, loaded.alg) == (row.kid, "RS256")
+    assert loaded.as_dict(private=True) == made
+    token = jwt.encode({"alg": "RS256", "kid": row.kid}, {"sub": "x"}, loaded)
+    published = RSAKey.import_key(row.public_jwk)
+    assert jwt.decode(token, published).claims == {"sub": "x"}
+
+
+def test_an_rsa_key_without_its_crt_members_loads_through_the_checked_path(
+    services: Services,
+) -> None:
+    row = new_signing_key(alg="RS256", encryptor=services.encryptor, seq=1, now=T0, active_from=T0)
+    made = json.loads(
+        services.encryptor.decrypt(row.private_key_encrypted, context=row.kid.encode())
+    )
+    short = {k: v for k, v in made.items() if k not in {"p", "q", "dp", "dq", "qi"}}
+    row.private_key_encrypted = services.encryptor.encrypt(
+        json.dumps(short).encode(), context=row.kid.encode()
+    )
+    loaded = load_private_key(row, encryptor=services.encryptor)
+    assert isinstance(loaded, RSAKey) and loaded.private_key is not None
+    primes = loaded.private_key.private_numbers()
+    expected = {int.from_bytes(base64.urlsafe_b64decode(made[m] + "=="), "big") for m in "pq"}
+    assert {primes.p, primes.q} == expected  # recovered from d
+
+
 def test_jwks_holds_public_members_only(ring: KeyRing) -> None:
     for key in json.loads(ring.jwks_bytes())["keys"]:
         assert set(key) <= PUBLIC_MEMBERS
