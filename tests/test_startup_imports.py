@@ -26,8 +26,9 @@ def python(code: str, **env: str) -> str:
 
 
 def test_the_idp_script_imports_no_command_until_it_runs() -> None:
-    """Each worker of `idp serve --workers N` re-imports the `idp` script's module
-    (multiprocessing's spawn), so it must cost nothing."""
+    """Where `idp serve --workers N` cannot fork its workers from the built application
+    (idp.cli.worker), each is spawned and re-imports the `idp` script's module, so it
+    must cost nothing."""
     loaded = python(
         """
         import sys
