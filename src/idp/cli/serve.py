@@ -49,7 +49,15 @@ def serve(
     port: Annotated[
         int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port to listen on.")
     ] = 8000,
-    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Worker processes.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Worker processes, forked from one built application; one that exits is "
+            "replaced. New code or settings take a restart of the service.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the provider over HTTP (development databases are migrated first)."""
     settings = load_settings()
