@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18109, help="so two profiles can run at once")
     ap.add_argument("--dbname", default="idp_bench_profile", help="PostgreSQL database to use")
     args = ap.parse_args()
-    users = user_pool(50)
+    users = user_pool(600)  # a TOTP code is good once: enough accounts for 30 s of flows
     pw = password_hash()
     label = f"ours-{args.db}-profile-{args.port}"
     prep = prepare_ours_sqlite if args.db == "sqlite" else prepare_ours_pg
@@ -118,7 +118,7 @@ def main() -> None:
                 "--duration",
                 str(args.seconds),
                 "--rate",
-                "100",
+                "250",
                 "--gil",
                 "--format",
                 "raw",
