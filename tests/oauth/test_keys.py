@@ -215,7 +215,8 @@ def test_an_rsa_key_without_its_crt_members_loads_through_the_checked_path(
         json.dumps(short).encode(), context=row.kid.encode()
     )
     loaded = load_private_key(row, encryptor=services.encryptor)
-    assert isinstance(loaded, RSAKey) and loaded.private_key is not None
+    assert isinstance(loaded, RSAKey)
+    assert loaded.private_key is not None
     primes = loaded.private_key.private_numbers()
     expected = {int.from_bytes(base64.urlsafe_b64decode(made[m] + "=="), "big") for m in "pq"}
     assert {primes.p, primes.q} == expected  # recovered from d
