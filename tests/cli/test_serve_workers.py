@@ -103,3 +103,30 @@ def test_no_fork_while_another_thread_runs(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["False True spawn", "True True fork"]
+
+
+def test_the_built_application_holds_no_connection_thread_or_socket(database_url: str) -> None:
+    """What the workers inherit must be theirs alone once forked: building the
+    application connects to nothing (the database pool connects on first use)."""
+    code = textwrap.dedent(
+        """
+        import os, threading
+        import idp.cli.worker as worker
+        assert worker.build_before_forking()
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+        engine = worker.create_app().state.services.engine
+        print(threading.active_count(), sum(link.startswith("socket:") for link in links),
+              engine.pool.checkedin() + engine.pool.checkedout())
+        """
+    )
+    env = environment(database_url, IDP_ISSUER="http://127.0.0.1:1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0", "0"]
