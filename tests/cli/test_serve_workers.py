@@ -130,3 +130,36 @@ def test_the_built_application_holds_no_connection_thread_or_socket(database_url
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "0", "0"]
+
+
+def test_a_forked_worker_starts_with_the_default_signal_handlers(tmp_path: Path) -> None:
+    """Not its supervisor's, which only queue a signal for the supervisor's own loop: a
+    SIGTERM sent while a worker starts must still end it."""
+    code = textwrap.dedent(
+        """
+        import multiprocessing, signal
+        import idp.cli.worker as worker
+        from uvicorn.supervisors.multiprocess import SIGNALS
+        assert worker.build_before_forking()
+        for sig in SIGNALS:  # as uvicorn's supervisor does
+            signal.signal(sig, lambda *_: None)
+
+        def report(out):
+            out.send(sorted(
+                (signal.Signals(sig).name, signal.getsignal(sig) in (signal.SIG_DFL,
+                 signal.default_int_handler)) for sig in SIGNALS))
+
+        parent, child = multiprocessing.Pipe()
+        process = multiprocessing.get_context("fork").Process(target=report, args=(child,))
+        process.start()
+        print(all(default for _, default in parent.recv()))
+        process.join()
+        print(signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL,))
+        """
+    )
+    env = environment(f"sqlite:///{tmp_path}/s.sqlite3", IDP_ISSUER="http://127.0.0.1:1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]  # the child's defaults; the parent's kept

@@ -5,15 +5,19 @@ there. With several, the supervising process builds the application once
 (`build_before_forking`) and uvicorn forks the workers from it: each starts with
 everything imported and built, and only runs the application's lifespan (signing keys,
 the protocol server), instead of starting a fresh interpreter that imports it all again
-(uvicorn's own way, multiprocessing's spawn: about 1 s a worker, issue 5's "ready within
-1.5 s"). A forked worker serves its own copy of the application; the parent holds no
-connection, thread or socket of it (the database pool connects on first use).
+(uvicorn's own way, multiprocessing's spawn: most of a second a worker, against issue 5's
+"ready within 1.5 s"). A forked worker serves its own copy of the application; the parent
+holds no connection, thread or socket of it (the database pool connects on first use),
+and the worker starts with the default signal handlers, as a spawned one would, not with
+its supervisor's.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 import threading
 from typing import TYPE_CHECKING
 
@@ -62,6 +66,18 @@ def build_before_forking() -> bool:
     # What the build made is frozen out of the collector's sight before the fork, so
     # that no worker's collections walk (and so copy) the pages all of them share.
     resume_gc()
+    os.register_at_fork(after_in_child=_default_signal_handlers)
     # uvicorn makes each worker's process through this multiprocessing context.
     _subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
     return True
+
+
+def _default_signal_handlers() -> None:
+    """In a forked worker, the signals uvicorn's supervisor catches go back to their
+    defaults until the worker's server installs its own: with the supervisor's handler
+    (which only queues the signal for its own loop), a SIGTERM sent while the worker
+    starts would be lost, and the supervisor would wait for that worker for ever."""
+    from uvicorn.supervisors.multiprocess import SIGNALS
+
+    for sig in SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
