@@ -3,7 +3,12 @@ suffices). A count that grows is a performance regression; these fail on it."""
 
 from __future__ import annotations
 
+import base64
+import json
+import sqlite3
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from idp.oauth.server import get_oauth_server
 from tests.conftest import LiveServer
 from tests.flows.oidc import (
     RegisteredClient,
@@ -72,9 +78,9 @@ def test_refresh_rotation_statements(live_server, app, browser) -> None:
 
 def test_access_token_introspection_reads_outside_the_engine(live_server, app, browser) -> None:
     """Introspection of an access token verifies it on the event loop and reads its
-    revocation with one statement on a driver connection of its own
-    (`store.access_token_revoked_now`, tested in tests/oauth/test_store.py): nothing
-    goes through the engine, and a revocation still shows at once."""
+    revocation with one statement outside the engine (PostgreSQL: `idp.async_db`;
+    SQLite: the loop's own connection, `idp.loop_sqlite`): nothing goes through the
+    engine, and a revocation still shows at once."""
     token = tokens_for(live_server, pkce_client(live_server, app), browser)
     introspect(live_server, app, token["access_token"])  # the client is cached now
     with statements(live_server) as sent:
@@ -89,6 +95,49 @@ def test_access_token_introspection_reads_outside_the_engine(live_server, app, b
     with statements(live_server) as sent:
         assert introspect(live_server, app, token["access_token"]) == {"active": False}
     assert sent == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_introspection_waits_in_a_thread_for_a_database_held_by_another(
+    live_server, app, browser
+) -> None:
+    """SQLite: the event loop never waits on the database. While another process holds
+    it exclusively, the loop's read fails at once and a worker thread's read waits its
+    turn (the engine's busy timeout); the answer reflects what that process committed."""
+    token = tokens_for(live_server, pkce_client(live_server, app), browser)
+    introspect(live_server, app, token["access_token"])  # the client is cached now
+    payload = token["access_token"].split(".")[1]
+    jti = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+    # Another process takes the database for itself. SQLite allows that only while no
+    # other connection has read it (each keeps a shared lock), so the server's pooled
+    # connections and the event loop's are closed first; they open again when needed.
+    live_server.services.engine.dispose()
+    reader = get_oauth_server(live_server.services)._loop_reader
+    assert reader is not None
+    reader.close()
+    holder = sqlite3.connect(
+        str(live_server.services.engine.url.database), isolation_level=None, check_same_thread=False
+    )
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute(  # what `POST /revoke` writes, committed only when the holder lets go
+        "INSERT INTO revoked_access_tokens (jti, revoked_at, expires_at) VALUES (?, ?, ?)",
+        (jti, "2026-01-01 00:00:00.000000", "2999-01-01 00:00:00.000000"),
+    )
+
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            pending = pool.submit(introspect, live_server, app, token["access_token"])
+            time.sleep(0.3)  # for it to reach the database
+            # Meanwhile the event loop answers others: it is not waiting on the database.
+            # (A loop that waited would never answer: the lock is let go only below.)
+            discovery = f"{live_server.url}/.well-known/openid-configuration"
+            assert httpx.get(discovery, timeout=2).is_success
+            assert not pending.done()  # the worker thread still waits its turn
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert pending.result(timeout=30) == {"active": False}
 
 
 def test_client_credentials_statements(live_server) -> None:

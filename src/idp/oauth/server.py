@@ -14,6 +14,8 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
+import logging
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from idp.loop_sqlite import LoopReader
 from idp.models import utcnow
 from idp.oauth import grants, store, token_lookup, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
@@ -61,6 +64,8 @@ if TYPE_CHECKING:
     from idp.app import Services
     from idp.async_db import AsyncDatabase
     from idp.oauth.keyring import KeyRing
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -211,6 +216,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
         #: The protocol's worker threads (anyio's hand-off cost three times as much).
         self._executor = ThreadPoolExecutor(PROTOCOL_THREADS, thread_name_prefix="protocol")
+        #: SQLite: introspection's revocation read on the event loop (None elsewhere).
+        self._loop_reader = LoopReader.for_engine(services.engine)
         #: Whether the issuer's URLs pass Authlib's transport check (https, loopback, or
         #: AUTHLIB_INSECURE_TRANSPORT set when the server was built).
         self.secure_transport = is_secure_transport(self.settings.issuer + "/")
@@ -364,8 +371,11 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return await loop.run_in_executor(self._executor, context.run, work)
 
     def close(self) -> None:
-        """Let the worker threads end (at application shutdown)."""
+        """Let the worker threads end and close the event loop's SQLite connection (at
+        application shutdown)."""
         self._executor.shutdown(wait=False)
+        if self._loop_reader is not None:
+            self._loop_reader.close()
 
     async def token_response(self, data: RequestData) -> Response:
         """The token endpoint (RFC 6749 3.2)."""
@@ -504,10 +514,28 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return None  # rolled back: nothing changed
         return response
 
+    def _revoked_on_loop(self, *, jti: str, grant_id: str | None) -> bool | None:
+        """SQLite: whether the access token was revoked, read on the event loop
+        (`idp.loop_sqlite`); None when there is no such reader, or the database cannot be
+        read without waiting."""
+        if self._loop_reader is None:
+            return None
+        sql, params = store.access_token_revocation_query(
+            self.services.engine.dialect, jti=jti, grant_id=grant_id
+        )
+        assert isinstance(params, tuple)  # SQLite's parameters are positional
+        try:
+            row = self._loop_reader.fetch_one(sql, params)
+        except sqlite3.Error as exc:
+            log.debug("revocation read on the event loop failed: %s", exc.__class__.__name__)
+            return None
+        return store.access_token_revoked_from(row)
+
     async def _introspect_on_loop(self, data: RequestData) -> Response | None:
         """Introspection of one of our access tokens by a cached client, answered on the
-        event loop with one read (on the loop on PostgreSQL, `idp.async_db`; in a
-        worker thread on SQLite, `store.access_token_revoked_now`): the client is
+        event loop with one read (on PostgreSQL over `idp.async_db`; on SQLite on a
+        connection of the loop's own, `idp.loop_sqlite`, or where that cannot read at
+        once in a worker thread, `store.access_token_revoked_now`): the client is
         authenticated first, then the token verified, then its revocation read, then
         Authlib's endpoint answers with both facts bound (`token_lookup.
         checked_access_token`). None when this does not apply (another kind of token, a
@@ -537,11 +565,14 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return None  # the whole endpoint in a thread says why, or answers otherwise
         jti, grant_id = token_lookup.access_token_ids(claims)
         engine = self.services.engine
+        revoked: bool | None
         if engine.dialect.name == "postgresql":
             sql, params = store.access_token_revocation_libpq(jti=jti, grant_id=grant_id)
             flags = await async_db(self.services).fetch_flags(sql, params)
             revoked = store.access_token_revoked_from(flags)
         else:
+            revoked = self._revoked_on_loop(jti=jti, grant_id=grant_id)
+        if revoked is None:  # SQLite could not be read at once: wait in a worker thread
             read = functools.partial(
                 store.access_token_revoked_now, engine, jti=jti, grant_id=grant_id
             )
