@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -621,11 +621,11 @@ _LOCK = threading.Lock()
 
 def async_db(services: Services) -> AsyncDatabase:
     """The process's `AsyncDatabase` (PostgreSQL), made on first use, closed by the app."""
-    from idp.async_db import AsyncDatabase
-
     existing = services.extras.get("async_db")
-    if isinstance(existing, AsyncDatabase):
-        return existing
+    if existing is not None:  # only this function puts it there
+        return cast("AsyncDatabase", existing)
+    from idp.async_db import AsyncDatabase  # psycopg's async side: on PostgreSQL only
+
     reads = AsyncDatabase.for_engine(services.engine)
     services.extras["async_db"] = reads
     return reads
