@@ -112,3 +112,26 @@ def test_resume_changes_nothing_without_a_pause() -> None:
         """
     )
     assert out == "False False False 0"
+
+
+def test_fastapi_is_imported_with_its_openapi_models_left_to_first_use(tmp_path: Path) -> None:
+    """No OpenAPI document is served, so its models are not built at start-up; one that
+    is used after all builds then, and pydantic's defaults are left as they were."""
+    out = python(
+        """
+        import pydantic
+        from idp.cli.worker import create_app
+        create_app()
+        from fastapi.openapi import models
+        built_at_start = models.OpenAPI.__pydantic_complete__
+        document = models.OpenAPI.model_validate(
+            {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}
+        )
+        print(built_at_start, models.OpenAPI.__pydantic_complete__, document.info.title,
+              "defer_build" in pydantic.BaseModel.model_config)
+        """,
+        IDP_DATABASE_URL=f"sqlite:///{tmp_path / 'idp.db'}",
+        IDP_ISSUER="http://127.0.0.1:8000",
+        IDP_LOG_LEVEL="error",
+    )
+    assert out.splitlines()[-1] == "False True t False"
