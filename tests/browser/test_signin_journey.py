@@ -153,6 +153,9 @@ def enter_code(page: Any, code: str) -> None:
 
 
 def errors(page: Any) -> str:
+    # After a click, Playwright waits for the next page to start loading, not to finish:
+    # the summary could be read half parsed (its heading, not yet its list).
+    page.wait_for_load_state()
     return page.locator(".nhsuk-error-summary").inner_text()
 
 
