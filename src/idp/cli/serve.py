@@ -81,9 +81,8 @@ def serve(
     # import string below, and this process only supervises.
     if workers > 1 and not build_before_forking():
         resume_gc()
-    # The import string and factory let each worker build its own app (and engine) from
-    # the environment; the factory is the application's own, with the garbage collector
-    # paused while the worker starts.
+    # uvicorn calls the factory in each serving process: the application built before
+    # forking, or else a new one, built with the garbage collector paused.
     uvicorn.run(
         "idp.cli.worker:create_app",
         factory=True,
@@ -92,7 +91,7 @@ def serve(
         workers=workers,
         loop="uvloop",
         http="httptools",
-        ws="none",  # no WebSocket routes: nor the import of a WebSocket implementation
+        ws="none",  # no WebSocket routes, so no WebSocket implementation to import
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level,
