@@ -339,16 +339,22 @@ def wait_until_ready(url: str, process: subprocess.Popen[str], timeout: float = 
     raise AssertionError("idp serve did not answer /healthz")
 
 
-def test_serve_migrates_a_development_database_and_answers_probes(tmp_path: Path) -> None:
-    port = free_port()
-    env = environment(f"sqlite:///{tmp_path}/serve.sqlite3", IDP_ISSUER=f"http://127.0.0.1:{port}")
-    process = subprocess.Popen(
-        [*idp_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+def start_serve(port: int, env: dict[str, str], *, workers: int) -> subprocess.Popen[str]:
+    """`idp serve` on 127.0.0.1:`port` in the background, its output captured."""
+    command = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return subprocess.Popen(
+        [*idp_command(), *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_serve_migrates_a_development_database_and_answers_probes(tmp_path: Path) -> None:
+    port = free_port()
+    env = environment(f"sqlite:///{tmp_path}/serve.sqlite3", IDP_ISSUER=f"http://127.0.0.1:{port}")
+    process = start_serve(port, env, workers=2)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url, process)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli.test_cli import environment, idp_command, wait_until_ready
+from tests.cli.test_cli import environment, start_serve, wait_until_ready
 from tests.conftest import free_port
 
 
@@ -46,13 +46,7 @@ def test_workers_are_forked_from_the_built_application_and_replaced_when_they_di
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = environment(f"sqlite:///{tmp_path}/w.sqlite3", IDP_ISSUER=url)
-    process = subprocess.Popen(
-        [*idp_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_serve(port, env, workers=2)
     try:
         wait_until_ready(url, process)
         wait_for(lambda: len(children(process.pid)) == 2)
