@@ -101,6 +101,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     threads.shutdown()
 
+    from idp.loop_reads import LoopReads
+
+    loop_reads = app.state.services.extras.pop("loop_reads", None)
+    if isinstance(loop_reads, LoopReads):
+        loop_reads.close()
     reads = app.state.services.extras.pop("async_db", None)
     if isinstance(reads, AsyncDatabase):
         await reads.close()

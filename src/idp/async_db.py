@@ -26,9 +26,12 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from idp.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -316,3 +319,13 @@ class Transaction:
             await self._database._discard(connection, failed=isinstance(exc, psycopg.Error))
         else:
             await self._database._release(connection)  # rolled back, clean
+
+
+def async_db(services: Services) -> AsyncDatabase:
+    """The process's `AsyncDatabase` (PostgreSQL), made on first use, closed by the app."""
+    existing = services.extras.get("async_db")
+    if existing is not None:  # only this function puts it there
+        return cast("AsyncDatabase", existing)
+    reads = AsyncDatabase.for_engine(services.engine)
+    services.extras["async_db"] = reads
+    return reads

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from idp.async_db import async_db
 from idp.loop_sqlite import LoopReader
 from idp.models import utcnow
 from idp.oauth import grants, store, token_lookup, tokens
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from idp.app import Services
-    from idp.async_db import AsyncDatabase
     from idp.oauth.keyring import KeyRing
 
 log = logging.getLogger(__name__)
@@ -617,18 +617,6 @@ class _NotClaimedError(Exception):
 
 
 _LOCK = threading.Lock()
-
-
-def async_db(services: Services) -> AsyncDatabase:
-    """The process's `AsyncDatabase` (PostgreSQL), made on first use, closed by the app."""
-    existing = services.extras.get("async_db")
-    if existing is not None:  # only this function puts it there
-        return cast("AsyncDatabase", existing)
-    from idp.async_db import AsyncDatabase  # psycopg's async side: on PostgreSQL only
-
-    reads = AsyncDatabase.for_engine(services.engine)
-    services.extras["async_db"] = reads
-    return reads
 
 
 def get_oauth_server(services: Services) -> IdpAuthorizationServer:

@@ -144,7 +144,13 @@ async def show_setup(request: Request) -> Response:
 async def show_code(request: Request) -> Response:
     """The security code form."""
     services, tx = transactions.services_and_tx(request)
-    return await threads.run(_show, request, services, tx, CODE_STAGES, clock(request))
+    now = clock(request)
+    opened = await transactions.usable_on_loop(
+        services, tx=tx, here=CODE_STAGES, now=now, enrolment=True
+    )
+    if opened is not None and opened.enrolled:  # the usual case: read on the event loop
+        return _code_page(request, opened, tx=tx, error=None)
+    return await threads.run(_show, request, services, tx, CODE_STAGES, now)
 
 
 @router.post("/signin/setup")

@@ -39,13 +39,21 @@ router = APIRouter(include_in_schema=False)
 MAX_EMAIL_LENGTH = 320
 #: Accounts sharing one legacy address are few; this bounds the hashing work regardless.
 MAX_LEGACY_CANDIDATES = 5
+#: The stage this page serves.
+_HERE = frozenset({"password"})
 
 
 @router.get("/signin")
 async def show_signin(request: Request) -> Response:
     """The email address and password form."""
     services, tx = transactions.services_and_tx(request)
-    return await threads.run(_show, request, services, tx, clock(request))
+    now = clock(request)
+    opened = await transactions.usable_on_loop(
+        services, tx=tx, here=_HERE, now=now, enrolment=False
+    )
+    if opened is not None:  # the usual case: read on the event loop, nothing to write
+        return _signin_page(request, opened, tx=tx, error=None)
+    return await threads.run(_show, request, services, tx, now)
 
 
 def _show(request: Request, services: Services, tx: str, now: dt.datetime) -> Response:
@@ -53,13 +61,13 @@ def _show(request: Request, services: Services, tx: str, now: dt.datetime) -> Re
     # autocommit round trip, no BEGIN and COMMIT). A stored message must be cleared as it
     # is shown, so that case reads again in a writing transaction.
     with services.read_sessions.begin() as db:
-        opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
+        opened = rendering.guard_get(request, db, tx=tx, here=_HERE, now=now)
         if isinstance(opened, Response):
             return opened
         if opened.row.error is None:
             return _signin_page(request, opened, tx=tx, error=None)
     with services.sessions.begin() as db:
-        opened = rendering.guard_get(request, db, tx=tx, here={"password"}, now=now)
+        opened = rendering.guard_get(request, db, tx=tx, here=_HERE, now=now)
         if isinstance(opened, Response):
             return opened
         error = transactions.take_error(opened.row)
@@ -102,7 +110,7 @@ def _submit(
 ) -> Response:
     # The transaction's row is written once, at the end (`transactions.posting`).
     with transactions.posting(services) as db:
-        opened = transactions.guard_post(db, tx=tx, form=form, here={"password"}, now=now)
+        opened = transactions.guard_post(db, tx=tx, form=form, here=_HERE, now=now)
         if not isinstance(opened, transactions.Opened):
             return opened
         row = opened.row

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from idp.app import Services
 from idp.crypto import token_digest
+from idp.loop_reads import NotReadAtOnce, loop_reads
 from idp.models import Client, LoginTransaction, TotpCredential, utcnow
 from idp.web.csrf import csrf_valid
 from idp.web.pages.forms import BadForm
@@ -159,13 +160,49 @@ def load(
     client = None if found[1] is None else ClientInfo(found[1], found[2], bool(found[3]))
     enrolled = bool(found[4]) if enrolment else None
     authenticator: TotpCredential | None = found[-1] if credential else None
-    problem = None
+    return Loaded(row, _problem(row, now), client, enrolled, authenticator)
+
+
+def _problem(row: LoginTransaction, now: dt.datetime) -> Problem | None:
+    """Why the known transaction `row` cannot be used now, or None if it can."""
     if row.consumed_at is not None:
         # The back button after success lands here: the code was already issued.
-        problem = Problem.USED
-    elif now >= row.expires_at:
-        problem = Problem.EXPIRED
-    return Loaded(row, problem, client, enrolled, authenticator)
+        return Problem.USED
+    if now >= row.expires_at:
+        return Problem.EXPIRED
+    return None
+
+
+async def usable_on_loop(
+    services: Services, *, tx: str, here: Collection[str], now: dt.datetime, enrolment: bool
+) -> Opened | None:
+    """The transaction a page GET may show as it is, read on the event loop
+    (`idp.loop_reads`) with its client and whether its account has an authenticator:
+    only when it is usable, at a stage `here` serves, and has no message to clear.
+    None for anything else (an unknown, expired or used transaction, another stage, a
+    message, a read that cannot be made at once): the page's threaded path then reads
+    again and answers as it always does."""
+    if not tx or len(tx) > MAX_TX_LENGTH:
+        return None
+    try:
+        found = await loop_reads(services).fetch_one(
+            _LOOP_LOADS[enrolment], {"id_hash": token_digest(tx)}
+        )
+    except NotReadAtOnce:
+        return None
+    if found is None:
+        return None
+    row = LoginTransaction(**dict(zip(_TRANSACTION_KEYS, found, strict=False)))
+    if (
+        _problem(row, now) is not None
+        or redirect_for_stage(row, tx, here=here) is not None
+        or row.error is not None
+    ):
+        return None
+    n = len(_TRANSACTION_KEYS)
+    name, service, first_party = found[n : n + 3]
+    client = None if name is None else ClientInfo(name, service, bool(first_party))
+    return Opened(row, client, bool(found[n + 3]) if enrolment else None)
 
 
 #: The statements `load` sends, built once: a statement object kept between requests
@@ -200,6 +237,30 @@ def _build_load_query(enrolment: bool, credential: bool) -> Select[Any]:
             TotpCredential, TotpCredential.account_id == LoginTransaction.account_id
         )
     return query
+
+
+def _build_loop_load(enrolment: bool) -> Select[Any]:
+    """`load`'s statement in Core, for `usable_on_loop`: the transaction's columns, its
+    client's, and whether its account has an authenticator (when `enrolment`)."""
+    table = cast(Table, LoginTransaction.__table__)
+    clients = cast(Table, Client.__table__)
+    columns: list[Any] = [*table.c, clients.c.name, clients.c.service_name, clients.c.first_party]
+    if enrolment:
+        columns.append(exists().where(TotpCredential.account_id == table.c.account_id))
+    return (
+        select(*columns)
+        .select_from(table.outerjoin(clients, clients.c.client_id == table.c.client_id))
+        .where(table.c.id_hash == bindparam("id_hash"))
+    )
+
+
+#: The attribute of each of the transaction's columns, in the order `usable_on_loop`
+#: reads them.
+_TRANSACTION_KEYS = tuple(
+    LoginTransaction.__mapper__.get_property_by_column(column).key
+    for column in cast(Table, LoginTransaction.__table__).c
+)
+_LOOP_LOADS = {enrolment: _build_loop_load(enrolment) for enrolment in (False, True)}
 
 
 @contextmanager
