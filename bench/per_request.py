@@ -83,21 +83,25 @@ async def _run(driver: MeteredDriver, flows: int) -> None:
         await driver.sign_in()
 
 
+TARGETS = ("ours-pg", "ours-sqlite", "peer")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target", choices=["ours-pg", "ours-sqlite", "peer"], default="ours-pg")
+    ap.add_argument("--target", choices=TARGETS, default="ours-pg")
     ap.add_argument("--flows", type=int, default=60)
-    ap.add_argument("--port", type=int, default=18611)
+    ap.add_argument("--port", type=int, default=None, help="default: 18611-18613 by target")
     args = ap.parse_args()
+    port = args.port or 18611 + TARGETS.index(args.target)  # a stopped one's may linger
     users = user_pool(args.flows + 10)
     label = f"{args.target}-per-request"
     dbname = "idp_bench_per_request"
     if args.target == "ours-pg":
-        target = prepare_ours_pg(label, args.port, users, password_hash(), dbname=dbname)
+        target = prepare_ours_pg(label, port, users, password_hash(), dbname=dbname)
     elif args.target == "ours-sqlite":
-        target = prepare_ours_sqlite(label, args.port, users, password_hash())
+        target = prepare_ours_sqlite(label, port, users, password_hash())
     else:
-        target = prepare_peer(label, args.port, users, password_hash())
+        target = prepare_peer(label, port, users, password_hash())
     target.start(1, None)
     try:
         driver = MeteredDriver(target, users, UserPicker(users))

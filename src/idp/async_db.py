@@ -2,14 +2,14 @@
 token (or its grant) was revoked, at every introspection; and the claim of a refresh token
 or code with the insert of the new refresh token, at every refresh and code redemption.
 
-Everything else in the service reads and writes through SQLAlchemy sessions in worker
-threads. For these, the hop to a worker thread and back, and SQLAlchemy's execution path,
-cost several times the statements (bench/README.md, "What the profiles say"), so on
-PostgreSQL they run on the event loop over a few psycopg `AsyncConnection`s in
-autocommit: a read is one round trip with the latest committed data (`fetch_flags`, for a
-row of booleans, goes straight through libpq); a `transaction` is BEGIN ... COMMIT
-(ROLLBACK if the block raises). SQLite (no network, no async driver) keeps the threaded
-paths.
+The hosted pages' views read here too, through `idp.loop_reads`; everything else in the
+service reads and writes through SQLAlchemy sessions in worker threads. For these, the
+hop to a worker thread and back, and SQLAlchemy's execution path, cost several times the
+statements (bench/README.md, "What the profiles say"), so on PostgreSQL they run on the
+event loop over a few psycopg `AsyncConnection`s in autocommit: a read is one round trip
+with the latest committed data (`fetch_flags`, for a row of booleans, goes straight
+through libpq); a `transaction` is BEGIN ... COMMIT (ROLLBACK if the block raises).
+SQLite (no network, no async driver) keeps the threaded paths.
 
 The connections are opened on first use, at most `size` of them, and closed with the
 application (`close`). One that fails (or whose statement was cancelled midway) is
