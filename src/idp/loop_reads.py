@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Select
 
+from idp.async_db import async_db
 from idp.loop_sqlite import LoopReader
 
 if TYPE_CHECKING:
@@ -73,6 +74,12 @@ class LoopReads:
         engine = services.engine
         self.postgresql = engine.dialect.name == "postgresql"
         self._sqlite = None if self.postgresql else LoopReader.for_engine(engine)
+        #: The driver's errors (psycopg is imported on PostgreSQL only).
+        self._driver_error: type[Exception] = sqlite3.Error
+        if self.postgresql:
+            import psycopg
+
+            self._driver_error = psycopg.Error
         #: Each statement's `LoopQuery`, by the statement's identity (statements given
         #: here are built once, at import, and kept with their query).
         self._queries: dict[int, tuple[Select[Any], LoopQuery]] = {}
@@ -103,13 +110,9 @@ class LoopReads:
     async def _fetch_postgresql(
         self, sql: str, parameters: Sequence[Any] | dict[str, Any]
     ) -> Sequence[Any] | None:
-        import psycopg
-
-        from idp.async_db import async_db
-
         try:
             row: Sequence[Any] | None = await async_db(self._services).fetch_one(sql, parameters)
-        except psycopg.Error as exc:
+        except self._driver_error as exc:
             raise NotReadAtOnce(exc.__class__.__name__) from exc
         return row
 
