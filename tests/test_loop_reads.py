@@ -160,6 +160,24 @@ def test_a_sqlite_database_held_by_another_connection_is_not_waited_for(
     assert dict(zip(transactions._TRANSACTION_KEYS, found, strict=False))["stage"] == "mfa"
 
 
+def test_a_postgresql_read_that_fails_sends_the_caller_to_its_threaded_path(
+    loop_services: Services,
+) -> None:
+    """A connection that cannot be made (or breaks) is not the page's error to show: the
+    threaded path reads again, through the engine's own pool, and answers or says why."""
+    if loop_services.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's connections")
+    from idp.async_db import AsyncDatabase
+
+    nowhere = AsyncDatabase("postgresql://postgres@127.0.0.1:1/nothing", timeout=5)
+    loop_services.extras["async_db"] = nowhere
+    read = loop_reads(loop_services).fetch_one(
+        transactions._LOOP_LOADS[False], {"id_hash": "0" * 64}
+    )
+    with pytest.raises(NotReadAtOnce, match="OperationalError"):
+        run(loop_services, read)
+
+
 class _Shouted(TypeDecorator[str]):
     impl = String
     cache_ok = True
