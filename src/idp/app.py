@@ -151,3 +151,6 @@ def _include_optional_routers(app: FastAPI) -> None:
 
     for router in routers.all_routers(app):
         app.include_router(router)
+    from idp.web import exact_routes
+
+    exact_routes.install(app)
