@@ -48,6 +48,14 @@ def _app(database: Path, issuer: str) -> FastAPI:
         allow_form_action(request, "https://rp.example:8443/other")
         return HTMLResponse("<!DOCTYPE html><title>t</title>")
 
+    @app.get("/t/framed")
+    def framed() -> HTMLResponse:
+        # A route that sets one of the middleware's headers itself (it loses).
+        return HTMLResponse(
+            "<!DOCTYPE html><title>t</title>",
+            headers={"X-Frame-Options": "SAMEORIGIN", "Content-Security-Policy": "default-src *"},
+        )
+
     @app.get("/t/json")
     def json() -> JSONResponse:
         return JSONResponse({"ok": True}, headers={"Cache-Control": "max-age=60"})
@@ -113,6 +121,17 @@ def test_unhandled_error_still_has_the_headers(base_url: str) -> None:
 def test_html_is_never_cached_but_json_keeps_its_own_policy(base_url: str) -> None:
     assert httpx.get(f"{base_url}/t/html").headers["cache-control"] == "no-store"
     assert httpx.get(f"{base_url}/t/json").headers["cache-control"] == "max-age=60"
+
+
+@pytest.mark.parametrize("path", ["/t/html", "/t/framed", "/t/text", "/t/form-post"])
+def test_each_header_is_sent_once_and_ours_wins(base_url: str, path: str) -> None:
+    response = httpx.get(base_url + path)
+    for name in [*ALWAYS, "content-security-policy"]:
+        assert len(response.headers.get_list(name)) == 1, name
+    if response.headers["content-type"].startswith("text/html"):
+        assert response.headers.get_list("cache-control") == ["no-store"]
+    if path == "/t/framed":
+        _assert_common(response)
 
 
 def test_a_route_can_allow_form_targets_for_its_own_response_only(base_url: str) -> None:

@@ -107,6 +107,9 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
         self.app = app
         self.hsts = hsts
+        #: The headers of a response with no extra form-action source, encoded once.
+        self._plain = _encoded(security_headers(hsts=hsts))
+        self._plain_html = [*self._plain, (b"cache-control", b"no-store")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Wrap `send` so the headers are added as the response starts."""
@@ -116,20 +119,45 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self._add_headers(scope, MutableHeaders(scope=message))
+                self._add_headers(scope, message)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _add_headers(self, scope: Scope, headers: MutableHeaders) -> None:
+    def _add_headers(self, scope: Scope, message: Message) -> None:
         state = scope.get("state") or {}
         extra = state.get(FORM_ACTION_STATE_KEY, ()) if isinstance(state, dict) else ()
         # Checked again here, in case a route set the state by hand: never inject into CSP.
         sources = tuple(s for s in extra if _is_source(s))
+        raw = message.get("headers") or []
+        if not isinstance(raw, list):
+            raw = list(raw)
+        message["headers"] = raw
+        names = {name.lower() for name, _ in raw}
+        html = any(
+            name.lower() == b"content-type" and value.startswith(b"text/html")
+            for name, value in raw
+        )
+        if not sources and names.isdisjoint(_OURS_HTML if html else _OURS):
+            # The usual case, on every response: nothing of ours to replace, so the
+            # encoded headers are appended as they are.
+            raw.extend(self._plain_html if html else self._plain)
+            return
+        headers = MutableHeaders(scope=message)
         for name, value in security_headers(hsts=self.hsts, form_action_sources=sources):
             headers[name] = value
-        if headers.get("content-type", "").startswith("text/html"):
+        if html:
             headers["Cache-Control"] = "no-store"
+
+
+#: The names of the headers the middleware sets (lower case, as they are compared), and
+#: on an HTML response.
+_OURS = frozenset(name.lower().encode("latin-1") for name, _ in security_headers(hsts=True))
+_OURS_HTML = _OURS | {b"cache-control"}
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 def install(app: Starlette, *, hsts: bool) -> None:
