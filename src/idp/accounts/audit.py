@@ -13,8 +13,10 @@ from idp.models import AuditEvent
 log = logging.getLogger("idp.audit")
 
 _TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
-#: Built once, so its compilation cache key is too.
-_INSERT = insert(_TABLE)
+#: Built once, so its compilation cache key is too. Inline: nothing reads the new row's
+#: id, so PostgreSQL is not asked to return it (`RETURNING id` and the fetch of it cost a
+#: fifth of the statement's CPU).
+_INSERT = insert(_TABLE).inline()
 
 
 def record(
