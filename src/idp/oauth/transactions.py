@@ -4,10 +4,10 @@ when `/authorize` needs the person, and claim a completed one exactly once."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import cast
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp.crypto import new_token, token_digest
@@ -19,9 +19,20 @@ _DROPPED = frozenset({"request", "request_uri"})
 _MAX_TXID_LENGTH = 128
 
 
+_TABLE = cast(Table, LoginTransaction.__table__)
 #: `create_transaction`'s INSERT, built once (and its cache key with it); the columns not
 #: given are NULL.
-_INSERT = insert(cast(Table, LoginTransaction.__table__))
+_INSERT = insert(_TABLE)
+#: The attribute of each of the table's columns, in the table's order.
+TRANSACTION_KEYS = tuple(
+    LoginTransaction.__mapper__.get_property_by_column(column).key for column in _TABLE.c
+)
+
+
+def transaction_of(values: Sequence[Any]) -> LoginTransaction:
+    """The transaction whose columns, in the table's order, are `values` (a Core read: a
+    detached copy, not in any session, which nothing writes back)."""
+    return LoginTransaction(**dict(zip(TRANSACTION_KEYS, values, strict=False)))
 
 
 def create_transaction(
@@ -56,31 +67,40 @@ def create_transaction(
     return txid
 
 
+#: `find_transaction`'s read, built once.
+_BY_ID_HASH = select(*_TABLE.c).where(_TABLE.c.id_hash == bindparam("id_hash"))
+
+
 def find_transaction(db: Session, *, txid: str | None) -> LoginTransaction | None:
-    """The transaction named by `txid`, if any."""
+    """The transaction named by `txid`, if any, as read now (`transaction_of`): the
+    resume only reads it, and claims it with `claim_transaction`. A Core read: the ORM's
+    identity lookup and loading cost more CPU than the statement."""
     if not txid or len(txid) > _MAX_TXID_LENGTH:
         return None
-    return db.get(LoginTransaction, token_digest(txid))
+    found = db.connection().execute(_BY_ID_HASH, {"id_hash": token_digest(txid)}).first()
+    return None if found is None else transaction_of(found)
 
 
 #: The compare-and-set of `claim_transaction`, built once (and its cache key with it).
 _CLAIM = (
-    update(LoginTransaction)
+    update(_TABLE)
     .where(
-        LoginTransaction.id_hash == bindparam("claimed_id_hash"),
-        LoginTransaction.consumed_at.is_(None),
-        LoginTransaction.completed_at.is_not(None),
+        _TABLE.c.id_hash == bindparam("claimed_id_hash"),
+        _TABLE.c.consumed_at.is_(None),
+        _TABLE.c.completed_at.is_not(None),
     )
     .values(consumed_at=bindparam("claimed_at"))
-    .execution_options(synchronize_session=False)
 )
 
 
 def claim_transaction(db: Session, *, transaction: LoginTransaction, now: dt.datetime) -> bool:
     """Mark a completed transaction consumed; False when someone else already did
-    (compare-and-set: a double submit or the back button cannot issue twice)."""
-    result = db.execute(_CLAIM, {"claimed_id_hash": transaction.id_hash, "claimed_at": now})
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    (compare-and-set: a double submit or the back button cannot issue twice). `transaction`
+    itself is left as it was read."""
+    result = db.connection().execute(
+        _CLAIM, {"claimed_id_hash": transaction.id_hash, "claimed_at": now}
+    )
+    return result.rowcount == 1
 
 
 def purge_transactions(db: Session, *, now: dt.datetime) -> int:

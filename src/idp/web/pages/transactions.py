@@ -27,6 +27,7 @@ from idp.app import Services
 from idp.crypto import token_digest
 from idp.loop_reads import NotReadAtOnce, loop_reads
 from idp.models import Client, LoginTransaction, TotpCredential, utcnow
+from idp.oauth.transactions import TRANSACTION_KEYS, transaction_of
 from idp.web.csrf import csrf_valid
 from idp.web.pages.forms import BadForm
 
@@ -192,14 +193,14 @@ async def usable_on_loop(
         return None
     if found is None:
         return None
-    row = LoginTransaction(**dict(zip(_TRANSACTION_KEYS, found, strict=False)))
+    row = transaction_of(found)
     if (
         _problem(row, now) is not None
         or redirect_for_stage(row, tx, here=here) is not None
         or row.error is not None
     ):
         return None
-    n = len(_TRANSACTION_KEYS)
+    n = len(TRANSACTION_KEYS)
     name, service, first_party = found[n : n + 3]
     client = None if name is None else ClientInfo(name, service, bool(first_party))
     return Opened(row, client, bool(found[n + 3]) if enrolment else None)
@@ -254,12 +255,6 @@ def _build_loop_load(enrolment: bool) -> Select[Any]:
     )
 
 
-#: The attribute of each of the transaction's columns, in the order `usable_on_loop`
-#: reads them.
-_TRANSACTION_KEYS = tuple(
-    LoginTransaction.__mapper__.get_property_by_column(column).key
-    for column in cast(Table, LoginTransaction.__table__).c
-)
 _LOOP_LOADS = {enrolment: _build_loop_load(enrolment) for enrolment in (False, True)}
 
 
