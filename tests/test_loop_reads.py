@@ -90,7 +90,7 @@ def test_a_row_read_on_the_loop_is_the_row_a_session_reads(loop_services: Servic
     found = run(loop_services, loop_reads(loop_services).fetch_one(statement, values))
     assert found == expected
     # The types a session gives: aware UTC datetimes, JSON as Python, booleans.
-    row = dict(zip(transactions._TRANSACTION_KEYS, found, strict=False))
+    row = dict(zip(transactions.TRANSACTION_KEYS, found, strict=False))
     assert row["expires_at"] == NOW + dt.timedelta(minutes=30)
     assert row["expires_at"].tzinfo is not None
     assert row["params"]["acr_values"] == "mfa"
@@ -157,7 +157,7 @@ def test_a_sqlite_database_held_by_another_connection_is_not_waited_for(
         holder.execute("COMMIT")
         holder.close()
     found = run(loop_services, loop_reads(loop_services).fetch_one(statement, values))
-    assert dict(zip(transactions._TRANSACTION_KEYS, found, strict=False))["stage"] == "mfa"
+    assert dict(zip(transactions.TRANSACTION_KEYS, found, strict=False))["stage"] == "mfa"
 
 
 def test_a_postgresql_read_that_fails_sends_the_caller_to_its_threaded_path(

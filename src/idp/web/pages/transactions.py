@@ -21,7 +21,8 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import Select, Table, bindparam, exists, inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from idp.app import Services
 from idp.crypto import token_digest
@@ -150,18 +151,40 @@ def load(
     authenticator itself. One statement.
 
     `for_update` locks the row (PostgreSQL), so two tabs posting at once are serialised.
+    The statement is Core (the ORM's loading of two entities cost more CPU than the
+    statement): the transaction is put in `db` as if the ORM had loaded it, so what the
+    request changes on it is written (`posting`); the authenticator is a detached copy,
+    which nothing writes back (its single use is a compare-and-set of its own).
     """
     if not tx or len(tx) > MAX_TX_LENGTH:
         return _UNKNOWN
     query = _load_query(enrolment, credential, for_update)
-    found = db.execute(query, {"id_hash": token_digest(tx)}).one_or_none()
+    found = db.connection().execute(query, {"id_hash": token_digest(tx)}).first()
     if found is None:
         return _UNKNOWN
-    row: LoginTransaction = found[0]
-    client = None if found[1] is None else ClientInfo(found[1], found[2], bool(found[3]))
-    enrolled = bool(found[4]) if enrolment else None
-    authenticator: TotpCredential | None = found[-1] if credential else None
+    row = _in_session(db, transaction_of(found))
+    n = len(TRANSACTION_KEYS)
+    name, service, first_party = found[n : n + 3]
+    client = None if name is None else ClientInfo(name, service, bool(first_party))
+    enrolled = bool(found[n + 3]) if enrolment else None
+    authenticator: TotpCredential | None = None
+    if credential and found[-len(_CREDENTIAL_KEYS)] is not None:
+        values = found[-len(_CREDENTIAL_KEYS) :]
+        authenticator = TotpCredential(**dict(zip(_CREDENTIAL_KEYS, values, strict=True)))
     return Loaded(row, _problem(row, now), client, enrolled, authenticator)
+
+
+def _in_session(db: Session, row: LoginTransaction) -> LoginTransaction:
+    """`row` (just read) as a persistent object of `db`, whose changes the session
+    tracks; the session's own copy if it holds one already (as the ORM's loading would
+    return it)."""
+    key = identity_key(LoginTransaction, (row.id_hash,))
+    existing = db.identity_map.get(key)
+    if isinstance(existing, LoginTransaction):
+        return existing
+    make_transient_to_detached(row)
+    db.add(row)
+    return row
 
 
 def _problem(row: LoginTransaction, now: dt.datetime) -> Problem | None:
@@ -209,53 +232,45 @@ async def usable_on_loop(
 #: The statements `load` sends, built once: a statement object kept between requests
 #: also keeps its compilation cache key, which would otherwise be computed every time.
 _LOAD_QUERIES: dict[tuple[bool, bool, bool], Select[Any]] = {}
+_TABLE = cast(Table, LoginTransaction.__table__)
+_CREDENTIALS = cast(Table, TotpCredential.__table__)
+#: The authenticator's attributes, in the order of its table's columns.
+_CREDENTIAL_KEYS = tuple(
+    TotpCredential.__mapper__.get_property_by_column(column).key for column in _CREDENTIALS.c
+)
 
 
 def _load_query(enrolment: bool, credential: bool, for_update: bool) -> Select[Any]:
     key = (enrolment, credential, for_update)
     query = _LOAD_QUERIES.get(key)
     if query is None:
-        query = _build_load_query(enrolment, credential).where(
-            LoginTransaction.id_hash == bindparam("id_hash")
-        )
+        query = _build_load(enrolment, credential)
         if for_update:
-            query = query.with_for_update(of=LoginTransaction)
+            query = query.with_for_update(of=_TABLE)
         _LOAD_QUERIES[key] = query
     return query
 
 
-def _build_load_query(enrolment: bool, credential: bool) -> Select[Any]:
-    columns: list[Any] = [LoginTransaction, Client.name, Client.service_name, Client.first_party]
+def _build_load(enrolment: bool, credential: bool = False) -> Select[Any]:
+    """`load`'s statement: the transaction's columns, its client's, whether its account
+    has an authenticator (when `enrolment`) and the authenticator's columns (when
+    `credential`)."""
+    clients = cast(Table, Client.__table__)
+    columns: list[Any] = [*_TABLE.c, clients.c.name, clients.c.service_name, clients.c.first_party]
     if enrolment:
-        columns.append(exists().where(TotpCredential.account_id == LoginTransaction.account_id))
-    if credential:
-        columns.append(TotpCredential)
+        # Its own FROM, even when the authenticator is joined below.
+        enrolled = exists().where(_CREDENTIALS.c.account_id == _TABLE.c.account_id)
+        columns.append(enrolled.correlate_except(_CREDENTIALS))
     # The client has no foreign key from the transaction: outer joins, locking only the
     # transaction's row (the authenticator's single use is its own compare-and-set).
-    query = select(*columns).outerjoin(Client, Client.client_id == LoginTransaction.client_id)
+    joined = _TABLE.outerjoin(clients, clients.c.client_id == _TABLE.c.client_id)
     if credential:
-        query = query.outerjoin(
-            TotpCredential, TotpCredential.account_id == LoginTransaction.account_id
-        )
-    return query
+        columns.extend(_CREDENTIALS.c)
+        joined = joined.outerjoin(_CREDENTIALS, _CREDENTIALS.c.account_id == _TABLE.c.account_id)
+    return select(*columns).select_from(joined).where(_TABLE.c.id_hash == bindparam("id_hash"))
 
 
-def _build_loop_load(enrolment: bool) -> Select[Any]:
-    """`load`'s statement in Core, for `usable_on_loop`: the transaction's columns, its
-    client's, and whether its account has an authenticator (when `enrolment`)."""
-    table = cast(Table, LoginTransaction.__table__)
-    clients = cast(Table, Client.__table__)
-    columns: list[Any] = [*table.c, clients.c.name, clients.c.service_name, clients.c.first_party]
-    if enrolment:
-        columns.append(exists().where(TotpCredential.account_id == table.c.account_id))
-    return (
-        select(*columns)
-        .select_from(table.outerjoin(clients, clients.c.client_id == table.c.client_id))
-        .where(table.c.id_hash == bindparam("id_hash"))
-    )
-
-
-_LOOP_LOADS = {enrolment: _build_loop_load(enrolment) for enrolment in (False, True)}
+_LOOP_LOADS = {enrolment: _build_load(enrolment) for enrolment in (False, True)}
 
 
 @contextmanager
@@ -277,9 +292,8 @@ def posting(services: Services) -> Iterator[Session]:
             save(db, row)
 
 
-_TRANSACTIONS = cast(Table, LoginTransaction.__table__)
 #: `save`'s UPDATE: its SET clause comes from the parameters' column names.
-_SAVE = update(_TRANSACTIONS).where(_TRANSACTIONS.c.id_hash == bindparam("b_id_hash"))
+_SAVE = update(_TABLE).where(_TABLE.c.id_hash == bindparam("b_id_hash"))
 
 
 def save(db: Session, row: LoginTransaction) -> None:
