@@ -30,8 +30,9 @@ TRANSACTION_KEYS = tuple(
 
 
 def transaction_of(values: Sequence[Any]) -> LoginTransaction:
-    """The transaction whose columns, in the table's order, are `values` (a Core read: a
-    detached copy, not in any session, which nothing writes back)."""
+    """The transaction whose columns, in the table's order, are `values` (a Core read),
+    as an object in no session: nothing it is changed on is written unless it is put in
+    one (`idp.web.pages.transactions.load` does)."""
     return LoginTransaction(**dict(zip(TRANSACTION_KEYS, values, strict=False)))
 
 
