@@ -2,7 +2,7 @@
 
 from idp.models.account import Account, GlobalRole, Membership, Organisation, OrgRole
 from idp.models.audit import AuditEvent
-from idp.models.base import Base, new_id, utcnow
+from idp.models.base import Base, column_attributes, new_id, utcnow
 from idp.models.client import Client
 from idp.models.grant import (
     AuthorizationCode,
@@ -35,6 +35,7 @@ __all__ = [
     "SigningKey",
     "TotpCredential",
     "UsedClientAssertion",
+    "column_attributes",
     "new_id",
     "utcnow",
 ]

@@ -53,6 +53,13 @@ class Base(DeclarativeBase):
     }
 
 
+def column_attributes(model: type[Base]) -> tuple[str, ...]:
+    """The attribute of each of `model`'s table columns, in the table's order: the keys
+    of a Core row of the whole table (`model(**dict(zip(keys, row)))` is its object)."""
+    mapper = model.__mapper__
+    return tuple(mapper.get_property_by_column(column).key for column in mapper.local_table.c)
+
+
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware UTC."""
     return dt.datetime.now(dt.UTC)

@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp.crypto import new_token, token_digest
-from idp.models import LoginTransaction
+from idp.models import LoginTransaction, column_attributes
 
 #: Parameters never stored: refused anyway, and potentially large.
 _DROPPED = frozenset({"request", "request_uri"})
@@ -24,9 +24,7 @@ _TABLE = cast(Table, LoginTransaction.__table__)
 #: given are NULL.
 _INSERT = insert(_TABLE)
 #: The attribute of each of the table's columns, in the table's order.
-TRANSACTION_KEYS = tuple(
-    LoginTransaction.__mapper__.get_property_by_column(column).key for column in _TABLE.c
-)
+TRANSACTION_KEYS = column_attributes(LoginTransaction)
 
 
 def transaction_of(values: Sequence[Any]) -> LoginTransaction:

@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 from idp.app import Services
 from idp.crypto import token_digest
 from idp.loop_reads import NotReadAtOnce, loop_reads
-from idp.models import Client, LoginTransaction, TotpCredential, utcnow
+from idp.models import Client, LoginTransaction, TotpCredential, column_attributes, utcnow
 from idp.oauth.transactions import TRANSACTION_KEYS, transaction_of
 from idp.web.csrf import csrf_valid
 from idp.web.pages.forms import BadForm
@@ -235,9 +235,7 @@ _LOAD_QUERIES: dict[tuple[bool, bool, bool], Select[Any]] = {}
 _TABLE = cast(Table, LoginTransaction.__table__)
 _CREDENTIALS = cast(Table, TotpCredential.__table__)
 #: The authenticator's attributes, in the order of its table's columns.
-_CREDENTIAL_KEYS = tuple(
-    TotpCredential.__mapper__.get_property_by_column(column).key for column in _CREDENTIALS.c
-)
+_CREDENTIAL_KEYS = column_attributes(TotpCredential)
 
 
 def _load_query(enrolment: bool, credential: bool, for_update: bool) -> Select[Any]:
