@@ -7,8 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Dialect, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 if TYPE_CHECKING:
     # The ORM is imported when sessions are made: `idp serve`'s supervisor of several
@@ -103,3 +105,20 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+_DRIVER_SQL: dict[tuple[int, str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[str, ...] | None]:
+    """`statement` (built once, at import) compiled for `dialect` once: its SQL, and the
+    order of its parameters when the driver's parameters are positional. For statements
+    sent to the driver directly, on the event loop (`idp.async_db`) or as driver SQL."""
+    key = (id(statement), dialect.name, dialect.paramstyle)
+    compiled = _DRIVER_SQL.get(key)
+    if compiled is None:
+        sql = statement.compile(dialect=dialect)
+        assert isinstance(sql, SQLCompiler)
+        order = tuple(sql.positiontup) if sql.positional and sql.positiontup else None
+        compiled = _DRIVER_SQL[key] = (sql.string, order)
+    return compiled

@@ -25,8 +25,7 @@ def grant_id(services: Services) -> str:
     with services.sessions() as db, db.begin():
         account = create_account(db, email="pat@example.org", password="a long passphrase 1")
         create_client(db, name="App", redirect_uris=["https://app.example/cb"], client_id="app")
-        grant = store.create_grant(
-            db,
+        grant = store.grant_row(
             client_id="app",
             authentication=Authentication(
                 account_id=account.id, auth_time=NOW, acr="x", amr=["pwd"], sid="s"
@@ -35,8 +34,7 @@ def grant_id(services: Services) -> str:
             now=NOW,
             absolute_seconds=3600,
         )
-        store.save_code(
-            db,
+        code = store.code_row(
             code="the-code",
             grant=grant,
             redirect_uri="https://app.example/cb",
@@ -46,7 +44,8 @@ def grant_id(services: Services) -> str:
             now=NOW,
             lifetime_seconds=60,
         )
-        subject = store.subject_of(grant)
+        store.insert_issued_code(db, grant, code)
+        subject = store.subject_of(Grant(**grant))
         for value in ("r1", "r2"):
             row = store.refresh_token_row(
                 token=value,
@@ -57,7 +56,7 @@ def grant_id(services: Services) -> str:
                 idle_seconds=600,
             )
             store.insert_refresh_token(db, row)
-        return grant.id
+        return str(grant["id"])
 
 
 def test_a_code_is_redeemed_once_and_reuse_revokes_the_grant(services, grant_id) -> None:

@@ -79,11 +79,28 @@ def current_session(
     if row is None:
         return None
     session, disabled_at = row
-    if disabled_at is not None or not _is_live(session, settings=settings, now=now):
+    if not usable(session, disabled_at=disabled_at, settings=settings, now=now):
         return None
-    if now - session.last_seen_at >= TOUCH_INTERVAL:
+    if touch_due(session, now=now):
         session.last_seen_at = now
     return session
+
+
+def usable(
+    session: BrowserSession,
+    *,
+    disabled_at: dt.datetime | None,
+    settings: Settings,
+    now: dt.datetime,
+) -> bool:
+    """Whether `session` (read with its account's `disabled_at`) still signs its browser
+    in: live, and its account not disabled (ASVS 7.4.2)."""
+    return disabled_at is None and _is_live(session, settings=settings, now=now)
+
+
+def touch_due(session: BrowserSession, *, now: dt.datetime) -> bool:
+    """Whether using `session` now writes its `last_seen_at` (`TOUCH_INTERVAL`)."""
+    return now - session.last_seen_at >= TOUCH_INTERVAL
 
 
 def start_session(

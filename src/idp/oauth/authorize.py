@@ -4,7 +4,8 @@
 session (single sign-on), answers `prompt=none` with an error, or stores a login
 transaction and sends the browser to the hosted pages. `resume` picks the completed
 transaction up and issues the code. Both run in a worker thread with the request's
-database session bound; they return an outcome the route turns into a response.
+database session bound; they return an outcome the route turns into a response. On
+PostgreSQL the usual resume is answered on the event loop instead (`resume_on_loop`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from urllib.parse import urlencode
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
-from idp.accounts.sessions import current_session, session_cookie_name
-from idp.models import BrowserSession
+from idp.accounts.sessions import current_session, session_cookie_name, touch_due, usable
+from idp.async_db import async_db
+from idp.models import BrowserSession, LoginTransaction
 from idp.oauth import acr as acr_policy
-from idp.oauth import tokens, transactions
-from idp.oauth.context import current_db
+from idp.oauth import store, tokens, transactions
+from idp.oauth.context import NoDatabaseBoundError, current_db, pending_issued_codes
 from idp.oauth.errors import (
     LoginTransactionError,
     OAuth2Error,
@@ -244,26 +246,95 @@ def resume(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
         return ErrorOutcome(
             LoginTransactionError("This sign-in has already been used.", start_again=again)
         )
-    user = _authentication(session)
-    params = {str(k): str(v) for k, v in tx.params.items()}
-    params.pop("prompt", None)  # the interaction it asked for has happened
+    params = _resumed_params(tx)
     try:
-        request = server.create_oauth2_request(
-            type(data).of_params(params, url=f"{settings.issuer}/authorize")
-        )
-        grant = server.get_consent_grant(request, end_user=user)
-        redirect_uri: str = grant.redirect_uri
-        needs_consent = "consent" in tx.params.get("prompt", "").split() or not (
-            grant.request.client.row.first_party
-        )
-        if needs_consent and tx.consented_at is None:
-            raise AccessDeniedError(redirect_uri=redirect_uri)
-        wanted_acr = required_acr(params.get("acr_values"), redirect_uri)
-        if wanted_acr is not None and not acr_policy.satisfies(user.acr, wanted_acr):
-            raise UnmetAuthenticationRequirementsError(
-                "The sign-in did not reach the requested level.", redirect_uri=redirect_uri
-            )
-        uri, code_params = grant.create_authorization_response(redirect_uri, user)
-        return ClientResponse(uri, code_params, response_mode_of(params))
+        return _issue(server, data, tx, session, params)
     except OAuth2Error as error:
         return _fail(error, params)
+
+
+def _resumed_params(tx: LoginTransaction) -> dict[str, str]:
+    """The stored authorization request, as it is asked again once the person signed in."""
+    params = {str(k): str(v) for k, v in tx.params.items()}
+    params.pop("prompt", None)  # the interaction it asked for has happened
+    return params
+
+
+def _issue(
+    server: IdpAuthorizationServer,
+    data: RequestData,
+    tx: LoginTransaction,
+    session: BrowserSession,
+    params: dict[str, str],
+) -> ClientResponse:
+    """The code for the claimed transaction `tx` of the browser's `session`; raises the
+    `OAuth2Error` that answers the client instead (no consent, the level not reached)."""
+    user = _authentication(session)
+    request = server.create_oauth2_request(
+        type(data).of_params(params, url=f"{server.settings.issuer}/authorize")
+    )
+    grant = server.get_consent_grant(request, end_user=user)
+    redirect_uri: str = grant.redirect_uri
+    needs_consent = "consent" in tx.params.get("prompt", "").split() or not (
+        grant.request.client.row.first_party
+    )
+    if needs_consent and tx.consented_at is None:
+        raise AccessDeniedError(redirect_uri=redirect_uri)
+    wanted_acr = required_acr(params.get("acr_values"), redirect_uri)
+    if wanted_acr is not None and not acr_policy.satisfies(user.acr, wanted_acr):
+        raise UnmetAuthenticationRequirementsError(
+            "The sign-in did not reach the requested level.", redirect_uri=redirect_uri
+        )
+    uri, code_params = grant.create_authorization_response(redirect_uri, user)
+    return ClientResponse(uri, code_params, response_mode_of(params))
+
+
+async def resume_on_loop(server: IdpAuthorizationServer, data: RequestData) -> Outcome | None:
+    """The usual resume on the event loop, without a worker thread or a session
+    (PostgreSQL, a cached client): the transaction claimed by one statement that also
+    checks the browser's session (`transactions.claim_from_session_query`), the code
+    issued by Authlib's grant as `resume` issues it, its grant and code inserted with
+    the COMMIT (`idp.async_db`).
+
+    None sends the request to `resume`, with nothing changed (rolled back): when nothing
+    was claimed (an unknown, unfinished, used or expired transaction, another browser's),
+    when the session no longer signs the browser in or its idle timer is due to be
+    written, the client is not cached, or the grant answers with an error. `resume` then
+    finds out why, and answers as it always does."""
+    engine, settings = server.services.engine, server.settings
+    cookie = data.cookies.get(session_cookie_name(settings))
+    txid = dict(data.query).get("tx")
+    if engine.dialect.name != "postgresql" or not cookie or not txid:
+        return None
+    now = server.now()
+    claim = transactions.claim_from_session_query(
+        engine.dialect, txid=txid, cookie_value=cookie, now=now
+    )
+    if claim is None:
+        return None
+    try:
+        async with async_db(server.services).transaction() as transaction:
+            row = await transaction.fetch_one(*claim)
+            if row is None:
+                raise _NotResumedError
+            tx, session, disabled_at = transactions.claimed_with_session(row)
+            if not usable(session, disabled_at=disabled_at, settings=settings, now=now) or (
+                touch_due(session, now=now)
+            ):
+                raise _NotResumedError
+            issued: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            pending = pending_issued_codes.set(issued)
+            try:
+                outcome = _issue(server, data, tx, session, _resumed_params(tx))
+            finally:
+                pending_issued_codes.reset(pending)
+            for grant, code in issued:
+                for statement in store.issued_code_inserts(engine.dialect, grant, code):
+                    transaction.defer(*statement)
+    except (_NotResumedError, OAuth2Error, NoDatabaseBoundError):
+        return None  # rolled back: nothing changed
+    return outcome
+
+
+class _NotResumedError(Exception):
+    """The resume is not one the event loop answers (`resume_on_loop`)."""

@@ -78,3 +78,11 @@ redeemed_on_loop: ContextVar[RedeemedOnLoop | None] = ContextVar("idp_redeemed",
 pending_refresh_rows: ContextVar[list[dict[str, Any]] | None] = ContextVar(
     "idp_pending_refresh_rows", default=None
 )
+
+
+#: Bound while `/authorize/resume` issues a code on the event loop
+#: (`idp.oauth.authorize.resume_on_loop`): each new grant with its code (`store.grant_row`,
+#: `store.code_row`), written by the loop in its transaction instead of at once.
+pending_issued_codes: ContextVar[list[tuple[dict[str, Any], dict[str, Any]]] | None] = ContextVar(
+    "idp_pending_issued_codes", default=None
+)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     Connection,
     Dialect,
     Engine,
@@ -29,13 +30,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from idp.accounts import audit
 from idp.crypto import token_digest
+from idp.db import driver_sql
 from idp.models import (
     Account,
     AuthorizationCode,
+    Base,
     Grant,
     RefreshToken,
     RevokedAccessToken,
@@ -44,29 +46,30 @@ from idp.models import (
 )
 from idp.oauth.models import Authentication, RedeemedCode, Subject
 
-#: The INSERTs of `create_grant` and `save_code`, built once (and their cache keys with
-#: them): Core statements sent at once on the session's connection, since nothing reads
-#: these rows back in the request and the ORM's unit of work cost more CPU than the
-#: statements (sign-in profile).
-_INSERT_GRANT = insert(cast(Table, Grant.__table__)).values(revoked_at=None)
-_INSERT_CODE = insert(cast(Table, AuthorizationCode.__table__)).values(redeemed_at=None)
+#: The INSERTs of a new grant and its code, built once (and their cache keys with them):
+#: Core statements sent at once on the session's connection, since nothing reads these
+#: rows back in the request and the ORM's unit of work cost more CPU than the statements
+#: (sign-in profile). Every column is a named parameter, so the same statements compile
+#: to driver SQL for the resume on the event loop (`issued_code_inserts`).
+_INSERT_GRANT = insert(cast(Table, Grant.__table__)).values(
+    {name: bindparam(name) for name in Grant.__table__.columns.keys()}  # noqa: SIM118
+)
+_INSERT_CODE = insert(cast(Table, AuthorizationCode.__table__)).values(
+    {name: bindparam(name) for name in AuthorizationCode.__table__.columns.keys()}  # noqa: SIM118
+)
 
 
-def create_grant(
-    db: Session,
+def grant_row(
     *,
     client_id: str,
     authentication: Authentication,
     scope: str,
     now: dt.datetime,
     absolute_seconds: int,
-) -> Grant:
-    """A new grant (token family) for a person's authorisation of a client. Its refresh
-    tokens stop working `absolute_seconds` after sign-in at the latest.
-
-    The row is inserted at once; the returned `Grant` carries its values but is not in the
-    session (nothing in the request changes it)."""
-    values = {
+) -> dict[str, Any]:
+    """The values of a new grant (token family) for a person's authorisation of a client.
+    Its refresh tokens stop working `absolute_seconds` after sign-in at the latest."""
+    return {
         "id": new_id(),
         "client_id": client_id,
         "account_id": authentication.account_id,
@@ -77,38 +80,67 @@ def create_grant(
         "sid": authentication.sid,
         "created_at": now,
         "expires_at": authentication.auth_time + dt.timedelta(seconds=absolute_seconds),
+        "revoked_at": None,
     }
-    db.connection().execute(_INSERT_GRANT, values)
-    return Grant(**values, revoked_at=None)
 
 
-def save_code(
-    db: Session,
+def code_row(
     *,
     code: str,
-    grant: Grant,
+    grant: Mapping[str, Any],
     redirect_uri: str,
     nonce: str | None,
     code_challenge: str,
     code_challenge_method: str,
     now: dt.datetime,
     lifetime_seconds: int,
-) -> None:
-    """Store an authorization code's digest, bound to its client and redirect URI."""
-    db.connection().execute(
-        _INSERT_CODE,
-        {
-            "code_hash": token_digest(code),
-            "grant_id": grant.id,
-            "client_id": grant.client_id,
-            "redirect_uri": redirect_uri,
-            "scope": grant.scope,
-            "nonce": nonce,
-            "code_challenge": code_challenge,
-            "code_challenge_method": code_challenge_method,
-            "expires_at": now + dt.timedelta(seconds=lifetime_seconds),
-        },
-    )
+) -> dict[str, Any]:
+    """The values of an authorization code of `grant` (a `grant_row`): its digest, bound
+    to its client and redirect URI."""
+    return {
+        "code_hash": token_digest(code),
+        "grant_id": grant["id"],
+        "client_id": grant["client_id"],
+        "redirect_uri": redirect_uri,
+        "scope": grant["scope"],
+        "nonce": nonce,
+        "code_challenge": code_challenge,
+        "code_challenge_method": code_challenge_method,
+        "expires_at": now + dt.timedelta(seconds=lifetime_seconds),
+        "redeemed_at": None,
+    }
+
+
+def insert_issued_code(db: Session, grant: Mapping[str, Any], code: Mapping[str, Any]) -> None:
+    """Store a new grant and its code (`grant_row`, `code_row`), now."""
+    connection = db.connection()
+    connection.execute(_INSERT_GRANT, dict(grant))
+    connection.execute(_INSERT_CODE, dict(code))
+
+
+def issued_code_inserts(
+    dialect: Dialect, grant: Mapping[str, Any], code: Mapping[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """`insert_issued_code`'s statements as PostgreSQL driver SQL and parameters, for the
+    resume on the event loop (`idp.async_db`)."""
+    return [
+        (driver_sql(dialect, _INSERT_GRANT)[0], _driver_values(Grant, grant)),
+        (driver_sql(dialect, _INSERT_CODE)[0], _driver_values(AuthorizationCode, code)),
+    ]
+
+
+def _driver_values(model: type[Base], row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` as psycopg takes it: JSON columns' values wrapped as JSON (a bare list would
+    be sent as an array), everything else as it is."""
+    from psycopg.types.json import Json
+
+    json_columns = _json_columns(model)
+    return {k: Json(v) if k in json_columns else v for k, v in row.items()}
+
+
+@functools.cache
+def _json_columns(model: type[Base]) -> frozenset[str]:
+    return frozenset(c.name for c in model.__table__.columns if isinstance(c.type, JSON))
 
 
 class CodeReusedError(Exception):
@@ -149,7 +181,7 @@ def code_redeem_query(
     redemption on the event loop (`idp.async_db`); its row goes to `redeemed_from_row`.
     No row means unknown, another client's or used before: `redeem_code` tells which."""
     params = {"b_code_hash": token_digest(code), "b_client_id": client_id, "b_now": now}
-    return _driver_sql(dialect, _REDEEM_CODE_WITH_GRANT)[0], params
+    return driver_sql(dialect, _REDEEM_CODE_WITH_GRANT)[0], params
 
 
 def redeemed_from_row(row: Sequence[Any], *, now: dt.datetime) -> RedeemedCode | None:
@@ -217,7 +249,7 @@ def refresh_token_row(
 def refresh_token_insert(dialect: Dialect, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """`insert_refresh_token`'s statement as PostgreSQL driver SQL and parameters, for the
     refresh on the event loop (`idp.async_db`)."""
-    return _driver_sql(dialect, _INSERT_REFRESH_TOKEN)[0], row
+    return driver_sql(dialect, _INSERT_REFRESH_TOKEN)[0], row
 
 
 _INSERT_REFRESH_TOKEN = insert(cast(Table, RefreshToken.__table__)).values(
@@ -393,7 +425,7 @@ def refresh_rotation_query(
         "b_successor_hash": token_digest(successor),
         "b_idle_expiry": now + dt.timedelta(seconds=idle_seconds),
     }
-    return _driver_sql(dialect, _ROTATE)[0], params
+    return driver_sql(dialect, _ROTATE)[0], params
 
 
 def claimed_from_row(row: Sequence[Any]) -> Claimed:
@@ -509,7 +541,7 @@ def access_token_revocation_query(
     `access_token_revoked_from`."""
     statement = _ACCESS_TOKEN_JTI_REVOKED if grant_id is None else _ACCESS_TOKEN_REVOKED
     params = {"jti": jti} if grant_id is None else {"jti": jti, "grant_id": grant_id}
-    sql_text, order = _driver_sql(dialect, statement)
+    sql_text, order = driver_sql(dialect, statement)
     return sql_text, tuple(params[name] for name in order) if order else params
 
 
@@ -557,9 +589,6 @@ def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) 
     return access_token_revoked_from(row)
 
 
-_DRIVER_SQL: dict[tuple[int, str, str], tuple[str, tuple[str, ...] | None]] = {}
-
-
 @functools.cache
 def _libpq() -> Dialect:
     """PostgreSQL with libpq's own numbered parameters ($1, $2, ...). Made on first use:
@@ -569,24 +598,11 @@ def _libpq() -> Dialect:
     return psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
-def _driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[str, ...] | None]:
-    """`statement` compiled for `dialect` once: its SQL, and the order of its parameters
-    when the driver's parameters are positional."""
-    key = (id(statement), dialect.name, dialect.paramstyle)
-    compiled = _DRIVER_SQL.get(key)
-    if compiled is None:
-        sql = statement.compile(dialect=dialect)
-        assert isinstance(sql, SQLCompiler)
-        order = tuple(sql.positiontup) if sql.positional and sql.positiontup else None
-        compiled = _DRIVER_SQL[key] = (sql.string, order)
-    return compiled
-
-
 def _fetch_one(connection: Connection, statement: ClauseElement, params: dict[str, Any]) -> Any:
     """The one row `statement` returns, compiled once and then sent as the driver's SQL
     (`exec_driver_sql`: events and logging still see it). Only for statements whose
     parameters and results need no type conversion."""
-    sql_text, order = _driver_sql(connection.dialect, statement)
+    sql_text, order = driver_sql(connection.dialect, statement)
     values = tuple(params[name] for name in order) if order else params
     return connection.exec_driver_sql(sql_text, values).one()
 

@@ -7,11 +7,13 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Dialect, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from idp.accounts.sessions import MAX_COOKIE_LENGTH
 from idp.crypto import new_token, token_digest
-from idp.models import LoginTransaction, column_attributes
+from idp.db import driver_sql
+from idp.models import Account, BrowserSession, LoginTransaction, column_attributes
 
 #: Parameters never stored: refused anyway, and potentially large.
 _DROPPED = frozenset({"request", "request_uri"})
@@ -100,6 +102,60 @@ def claim_transaction(db: Session, *, transaction: LoginTransaction, now: dt.dat
         _CLAIM, {"claimed_id_hash": transaction.id_hash, "claimed_at": now}
     )
     return result.rowcount == 1
+
+
+_SESSIONS = cast(Table, BrowserSession.__table__)
+_ACCOUNTS = cast(Table, Account.__table__)
+#: The resume's claim on the event loop (PostgreSQL's UPDATE ... FROM): `_CLAIM`, for an
+#: unexpired transaction only, and only from a browser whose session cookie names a
+#: session of the account that completed it; returning the transaction, that session and
+#: whether its account is disabled.
+_CLAIM_FROM_SESSION = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id_hash == bindparam("claimed_id_hash"),
+        _TABLE.c.consumed_at.is_(None),
+        _TABLE.c.completed_at.is_not(None),
+        _TABLE.c.expires_at > bindparam("claimed_at"),
+        _SESSIONS.c.id_hash == bindparam("session_id_hash"),
+        _SESSIONS.c.account_id == _TABLE.c.account_id,
+        _ACCOUNTS.c.id == _SESSIONS.c.account_id,
+    )
+    .values(consumed_at=bindparam("claimed_at"))
+    .returning(*_TABLE.c, *_SESSIONS.c, _ACCOUNTS.c.disabled_at)
+)
+_SESSION_KEYS = column_attributes(BrowserSession)
+
+
+def claim_from_session_query(
+    dialect: Dialect, *, txid: str, cookie_value: str, now: dt.datetime
+) -> tuple[str, dict[str, Any]] | None:
+    """The claim of the completed transaction `txid` by the browser whose session cookie
+    is `cookie_value`, as PostgreSQL driver SQL and parameters, for the resume on the
+    event loop (`idp.oauth.authorize.resume_on_loop`); None for values that cannot be
+    ours. Its row goes to `claimed_with_session`. No row means nothing was claimed: the
+    transaction is unknown, unfinished, used, expired, or another browser's, and
+    `find_transaction` with `claim_transaction` tell which."""
+    if not txid or len(txid) > _MAX_TXID_LENGTH or len(cookie_value) > MAX_COOKIE_LENGTH:
+        return None
+    params = {
+        "claimed_id_hash": token_digest(txid),
+        "claimed_at": now,
+        "session_id_hash": token_digest(cookie_value),
+    }
+    return driver_sql(dialect, _CLAIM_FROM_SESSION)[0], params
+
+
+def claimed_with_session(
+    row: Sequence[Any],
+) -> tuple[LoginTransaction, BrowserSession, dt.datetime | None]:
+    """A row of `claim_from_session_query` as read by the driver (timestamps in UTC): the
+    claimed transaction, the browser's session and its account's `disabled_at`, the
+    objects in no session."""
+    utc = [v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row]
+    n = len(TRANSACTION_KEYS)
+    session = BrowserSession(**dict(zip(_SESSION_KEYS, utc[n:-1], strict=True)))
+    return transaction_of(utc[:n]), session, utc[-1]
 
 
 def purge_transactions(db: Session, *, now: dt.datetime) -> int:

@@ -49,7 +49,9 @@ async def authorize_resume(request: Request) -> Response:
     """Where the hosted pages hand a completed sign-in back to the protocol."""
     server = _server(request)
     data = await RequestData.read(request)
-    outcome = await server.run(authorize.resume, server, data)
+    outcome = await authorize.resume_on_loop(server, data)
+    if outcome is None:
+        outcome = await server.run(authorize.resume, server, data)
     return _authorize_response(request, outcome)
 
 

@@ -8,7 +8,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidGrantError
 
 from idp.oauth import store
-from idp.oauth.context import current_db, redeemed_on_loop
+from idp.oauth.context import current_db, pending_issued_codes, redeemed_on_loop
 from idp.oauth.grants.base import TOKEN_AUTH_METHODS
 from idp.oauth.models import Authentication, OAuthCode, Subject
 
@@ -38,9 +38,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def save_authorization_code(self, code: str, request: Any) -> None:
         server = self.server
         now = server.now()
-        db = current_db()
-        grant = store.create_grant(
-            db,
+        grant = store.grant_row(
             client_id=request.client.get_client_id(),
             authentication=request.user,
             scope=request.scope,
@@ -48,8 +46,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             absolute_seconds=server.settings.refresh_token_absolute_seconds,
         )
         data = request.payload.data
-        store.save_code(
-            db,
+        row = store.code_row(
             code=code,
             grant=grant,
             redirect_uri=request.payload.redirect_uri,
@@ -59,6 +56,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             now=now,
             lifetime_seconds=server.settings.authorization_code_seconds,
         )
+        pending = pending_issued_codes.get()
+        if pending is not None:  # written by `resume_on_loop`, in its transaction
+            pending.append((grant, row))
+        else:
+            store.insert_issued_code(current_db(), grant, row)
 
     def query_authorization_code(self, code: str, client: Any) -> OAuthCode | None:
         on_loop = redeemed_on_loop.get()
