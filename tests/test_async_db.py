@@ -285,3 +285,55 @@ def test_fetch_flags_on_a_killed_or_cancelled_connection_replaces_it(pg_url: str
             await reads.close()
 
     run(main())
+
+
+def test_fetch_row_dumps_and_loads_as_a_cursor_would(pg_url: str) -> None:
+    """`fetch_row` (the refresh's statement): parameters of any type psycopg dumps, sent as
+    text (a timestamp with its offset, None as NULL, text that looks like SQL); values
+    loaded by psycopg's adapters (timestamps aware, JSON parsed); no row is None; a
+    prepared statement made once per connection."""
+    import datetime as dt
+
+    at = dt.datetime(2026, 12, 3, 14, 0, 1, 250000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    sql = (
+        "SELECT $1::timestamptz + interval '1 second', $2::text, $3::text IS NULL, "
+        '\'["pwd", "otp"]\'::json, $4::int * 2'
+    )
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            row = await reads.fetch_row(sql, (at, "'); DROP TABLE x; --", None, 21))
+            assert row is not None
+            later, echoed, missing, amr, doubled = row
+            assert later == at + dt.timedelta(seconds=1)
+            assert later.tzinfo is not None
+            assert echoed == "'); DROP TABLE x; --"
+            assert (missing, amr, doubled) == (True, ["pwd", "otp"], 42)
+            assert await reads.fetch_row("SELECT 1 WHERE $1::int = 0", (1,)) is None
+            assert await reads.fetch_row(sql, (at, "again", "x", 1)) is not None
+            (prepared,) = await reads.fetch_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'idp_%%'", ()
+            )
+            assert prepared == 2
+        finally:
+            await reads.close()
+
+    run(main())
+
+
+def test_fetch_row_raises_on_a_failed_statement_and_goes_on(pg_url: str) -> None:
+    import psycopg
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            with pytest.raises(psycopg.Error, match="division by zero"):
+                await reads.fetch_row("SELECT 1 / $1::int", (0,))
+            with pytest.raises(psycopg.Error, match="no_such_column"):
+                await reads.fetch_row("SELECT no_such_column", ())
+            assert await reads.fetch_row("SELECT $1::int + 1", (41,)) == (42,)
+        finally:
+            await reads.close()
+
+    run(main())

@@ -49,7 +49,8 @@ class AsyncDatabase:
         #: Who waits for a connection, first come first served. No lock: everything here
         #: runs on one event loop, and nothing awaits between a check and its use.
         self._waiters: deque[asyncio.Future[None]] = deque()
-        #: Statements prepared by `fetch_flags`, per connection (gone with it).
+        #: Statements prepared by `fetch_flags` and `fetch_row`, per connection (gone
+        #: with it).
         self._prepared: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
 
     @classmethod
@@ -89,8 +90,26 @@ class AsyncDatabase:
         await self._release(connection)
         return flags
 
+    async def fetch_row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """The first row of `sql` (`$1`-style parameters), or None, straight over libpq as
+        `fetch_flags` goes: prepared once per connection, the parameters dumped as text
+        and the row loaded by psycopg's own adapters (so values come back as from a
+        cursor). For the refresh's one statement, where psycopg's cursor and its waiting
+        machinery were a fifth of the refresh's CPU (bench/README.md)."""
+        import psycopg
+
+        connection = await self._acquire()
+        try:
+            row = await _read_row(connection, self._prepared_on(connection), sql, params)
+        except BaseException as exc:  # failed, or cancelled mid-query: state unknown
+            await self._discard(connection, failed=isinstance(exc, psycopg.Error))
+            raise
+        await self._release(connection)
+        return row
+
     def _prepared_on(self, connection: Any) -> set[bytes]:
-        """The names of the statements `fetch_flags` prepared on `connection`."""
+        """The names of the statements `fetch_flags` and `fetch_row` prepared on
+        `connection`."""
         prepared = self._prepared.get(connection)
         if prepared is None:
             prepared = self._prepared[connection] = set()
@@ -179,13 +198,7 @@ async def _read_flags(
     from psycopg import OperationalError, pq
 
     pgconn = connection.pgconn
-    name = _statement_name(sql)
-    if name not in prepared:
-        pgconn.send_prepare(name, sql.encode())
-        result = await _result(pgconn)
-        if result.status != pq.ExecStatus.COMMAND_OK:
-            raise OperationalError(_message(result))
-        prepared.add(name)
+    name = await _prepare(pgconn, prepared, sql)
     pgconn.send_query_prepared(name, [None if p is None else p.encode() for p in params])
     result = await _result(pgconn)
     if result.status != pq.ExecStatus.TUPLES_OK or result.ntuples != 1:
@@ -196,9 +209,44 @@ async def _read_flags(
     return tuple(value == b"t" for value in values)
 
 
+async def _read_row(
+    connection: Any, prepared: set[bytes], sql: str, params: Sequence[Any]
+) -> tuple[Any, ...] | None:
+    """`AsyncDatabase.fetch_row` on one connection of the pool (idle, in autocommit)."""
+    from psycopg import OperationalError, pq
+    from psycopg.adapt import PyFormat, Transformer
+
+    pgconn = connection.pgconn
+    name = await _prepare(pgconn, prepared, sql)
+    adapt = Transformer(connection)
+    pgconn.send_query_prepared(name, adapt.dump_sequence(params, [PyFormat.TEXT] * len(params)))
+    result = await _result(pgconn)
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        raise OperationalError(_message(result))
+    if result.ntuples == 0:
+        return None
+    adapt.set_pgresult(result)
+    row: tuple[Any, ...] = adapt.load_row(0, tuple)
+    return row
+
+
+async def _prepare(pgconn: Any, prepared: set[bytes], sql: str) -> bytes:
+    """The name of `sql` prepared on `pgconn`, preparing it the first time."""
+    from psycopg import OperationalError, pq
+
+    name = _statement_name(sql)
+    if name not in prepared:
+        pgconn.send_prepare(name, sql.encode())
+        result = await _result(pgconn)
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            raise OperationalError(_message(result))
+        prepared.add(name)
+    return name
+
+
 @functools.lru_cache(maxsize=64)
 def _statement_name(sql: str) -> bytes:
-    """The name `fetch_flags` prepares `sql` under (apart from psycopg's own `_pg3_`)."""
+    """The name `sql` is prepared under (apart from psycopg's own `_pg3_`)."""
     return b"idp_" + hashlib.blake2b(sql.encode(), digest_size=12).hexdigest().encode()
 
 

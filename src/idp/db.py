@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,16 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+@functools.cache
+def libpq_dialect() -> Dialect:
+    """PostgreSQL with libpq's own numbered parameters ($1, $2, ...), for statements sent
+    over libpq directly (`idp.async_db`'s `fetch_flags` and `fetch_row`). Made on first
+    use: a service on SQLite never imports the PostgreSQL dialect (start-up time)."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    return psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 _DRIVER_SQL: dict[tuple[int, str, str], tuple[str, tuple[str, ...] | None]] = {}

@@ -3,11 +3,12 @@
 A hosted page's GET only reads (its login transaction, its client, whether the account
 has an authenticator), and the hop to a worker thread, a session's begin and end and the
 ORM's loading cost several times the statement (bench/README.md). So such reads run on
-the event loop: on PostgreSQL over `idp.async_db` (autocommit, the latest committed
-data, as a read-only session reads), on SQLite over a `idp.loop_sqlite.LoopReader`
+the event loop: on PostgreSQL over `idp.async_db` (`fetch_row`: autocommit, the latest
+committed data, as a read-only session reads), on SQLite over a `idp.loop_sqlite.LoopReader`
 (which never waits for a lock).
 
-A `LoopQuery` is compiled once for the engine's dialect, and applies the result
+A `LoopQuery` is compiled once for the engine's dialect (on PostgreSQL with libpq's own
+`$1` parameters), and applies the result
 processing SQLAlchemy's types would (UTC datetimes, JSON and booleans on SQLite), so
 what it returns is what a session returns. A read that cannot be made at once raises
 `NotReadAtOnce`: the SQLite file is held by another connection, the database is an
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, Select
 
 from idp.async_db import async_db
+from idp.db import libpq_dialect
 from idp.loop_sqlite import LoopReader
 
 if TYPE_CHECKING:
@@ -40,9 +42,11 @@ class LoopQuery:
 
     def __init__(self, statement: Select[Any], engine: Engine) -> None:
         dialect = engine.dialect
+        if dialect.name == "postgresql":
+            dialect = libpq_dialect()  # result processing as psycopg's, `$1` parameters
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
-        #: SQLite's parameters are positional (qmark); psycopg's are named (pyformat).
+        #: Positional on both: SQLite's qmark, libpq's numbered parameters.
         self._names: Sequence[str] | None = compiled.positiontup
         for name, bind in compiled.binds.items():
             if bind.type.dialect_impl(dialect).bind_processor(dialect) is not None:
@@ -110,8 +114,9 @@ class LoopReads:
     async def _fetch_postgresql(
         self, sql: str, parameters: Sequence[Any] | dict[str, Any]
     ) -> Sequence[Any] | None:
+        assert not isinstance(parameters, dict)
         try:
-            row: Sequence[Any] | None = await async_db(self._services).fetch_one(sql, parameters)
+            row: Sequence[Any] | None = await async_db(self._services).fetch_row(sql, parameters)
         except self._driver_error as exc:
             raise NotReadAtOnce(exc.__class__.__name__) from exc
         return row

@@ -198,7 +198,6 @@ def _rotate_on_pg(services: Services, *, token: str, successor: str, at: dt.date
     from idp.async_db import AsyncDatabase
 
     sql, params = store.refresh_rotation_query(
-        services.engine.dialect,
         token=token,
         successor=successor,
         client_id="app",
@@ -209,7 +208,7 @@ def _rotate_on_pg(services: Services, *, token: str, successor: str, at: dt.date
     async def main() -> object:
         database = AsyncDatabase.for_engine(services.engine, size=1)
         try:
-            return await database.fetch_one(sql, params)
+            return await database.fetch_row(sql, params)
         finally:
             await database.close()
 

@@ -462,14 +462,13 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         now = self.now()
         successor = tokens.new_refresh_token()
         sql, params = store.refresh_rotation_query(
-            self.services.engine.dialect,
             token=value,
             successor=successor,
             client_id=client_id,
             now=now,
             idle_seconds=self.settings.refresh_token_idle_seconds,
         )
-        row = await async_db(self.services).fetch_one(sql, params)
+        row = await async_db(self.services).fetch_row(sql, params)
         if row is None:
             return None  # nothing written
         rotation = ClaimedOnLoop(value, client_id, store.claimed_from_row(row), successor)

@@ -33,7 +33,7 @@ from sqlalchemy.sql import ClauseElement
 
 from idp.accounts import audit
 from idp.crypto import token_digest
-from idp.db import driver_sql
+from idp.db import driver_sql, libpq_dialect
 from idp.models import (
     Account,
     AuthorizationCode,
@@ -406,18 +406,18 @@ _ROTATE = _rotation()
 
 
 def refresh_rotation_query(
-    dialect: Dialect,
     *,
     token: str,
     successor: str,
     client_id: str,
     now: dt.datetime,
     idle_seconds: int,
-) -> tuple[str, dict[str, Any]]:
-    """The rotation of a refresh token on the event loop (`idp.async_db`, PostgreSQL) as
-    one statement, driver SQL and parameters: `claim_refresh_token`'s claim of `token`,
-    and with it the row of `successor`, its replacement. Its row, if any, goes to
-    `claimed_from_row`; none means nothing was written."""
+) -> tuple[str, tuple[Any, ...]]:
+    """The rotation of a refresh token on the event loop (`AsyncDatabase.fetch_row`,
+    PostgreSQL) as one statement, as libpq takes it (`$1` parameters, in order):
+    `claim_refresh_token`'s claim of `token`, and with it the row of `successor`, its
+    replacement. Its row, if any, goes to `claimed_from_row`; none means nothing was
+    written."""
     params = {
         "b_token_hash": token_digest(token),
         "b_client_id": client_id,
@@ -425,7 +425,9 @@ def refresh_rotation_query(
         "b_successor_hash": token_digest(successor),
         "b_idle_expiry": now + dt.timedelta(seconds=idle_seconds),
     }
-    return driver_sql(dialect, _ROTATE)[0], params
+    sql_text, order = driver_sql(libpq_dialect(), _ROTATE)
+    assert order is not None  # libpq's parameters are positional
+    return sql_text, tuple(params[name] for name in order)
 
 
 def claimed_from_row(row: Sequence[Any]) -> Claimed:
@@ -548,7 +550,7 @@ def access_token_revocation_query(
 def access_token_revocation_libpq(*, jti: str, grant_id: str | None) -> tuple[str, tuple[Any, ...]]:
     """`access_token_revocation_query` as libpq takes it (`$1` parameters, in order), for
     introspection's read on the event loop (`AsyncDatabase.fetch_flags`)."""
-    sql_text, params = access_token_revocation_query(_libpq(), jti=jti, grant_id=grant_id)
+    sql_text, params = access_token_revocation_query(libpq_dialect(), jti=jti, grant_id=grant_id)
     assert isinstance(params, tuple)
     return sql_text, params
 
@@ -587,15 +589,6 @@ def access_token_revoked_now(engine: Engine, *, jti: str, grant_id: str | None) 
     finally:
         connection.close()  # back to the pool
     return access_token_revoked_from(row)
-
-
-@functools.cache
-def _libpq() -> Dialect:
-    """PostgreSQL with libpq's own numbered parameters ($1, $2, ...). Made on first use:
-    a service on SQLite never imports the PostgreSQL dialect (start-up time)."""
-    from sqlalchemy.dialects.postgresql import psycopg
-
-    return psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 def _fetch_one(connection: Connection, statement: ClauseElement, params: dict[str, Any]) -> Any:
