@@ -25,8 +25,8 @@ import hashlib
 import logging
 import weakref
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from idp.app import Services
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class AsyncDatabase:
@@ -61,17 +63,12 @@ class AsyncDatabase:
 
     async def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
         """The first row of `sql` (psycopg's parameter style), or None."""
-        import psycopg
 
-        connection = await self._acquire()
-        try:
+        async def read(connection: Any) -> Any:
             cursor = await connection.execute(sql, params)
-            row = await cursor.fetchone()
-        except BaseException as exc:  # failed, or cancelled mid-query: state unknown
-            await self._discard(connection, failed=isinstance(exc, psycopg.Error))
-            raise
-        await self._release(connection)
-        return row
+            return await cursor.fetchone()
+
+        return await self._on_connection(read)
 
     async def fetch_flags(self, sql: str, params: Sequence[str | None]) -> tuple[bool, ...]:
         """The one row of booleans `sql` answers (`$1`-style parameters, sent as text,
@@ -79,16 +76,9 @@ class AsyncDatabase:
         then one message out and one wake-up per call. For the hottest read of all,
         introspection's revocation check: psycopg's cursor and its waiting machinery cost
         two and a half times as much CPU for the same round trip (bench/README.md)."""
-        import psycopg
-
-        connection = await self._acquire()
-        try:
-            flags = await _read_flags(connection, self._prepared_on(connection), sql, params)
-        except BaseException as exc:  # failed, or cancelled mid-query: state unknown
-            await self._discard(connection, failed=isinstance(exc, psycopg.Error))
-            raise
-        await self._release(connection)
-        return flags
+        return await self._on_connection(
+            lambda connection: _read_flags(connection, self._prepared_on(connection), sql, params)
+        )
 
     async def fetch_row(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         """The first row of `sql` (`$1`-style parameters), or None, straight over libpq as
@@ -96,16 +86,24 @@ class AsyncDatabase:
         and the row loaded by psycopg's own adapters (so values come back as from a
         cursor). For the refresh's one statement, where psycopg's cursor and its waiting
         machinery were a fifth of the refresh's CPU (bench/README.md)."""
+        return await self._on_connection(
+            lambda connection: _read_row(connection, self._prepared_on(connection), sql, params)
+        )
+
+    async def _on_connection(self, read: Callable[[Any], Awaitable[T]]) -> T:
+        """`read(connection)` on a connection of the pool, which goes back to the pool
+        after, or is dropped when `read` failed or was cancelled midway (its state is
+        then unknown)."""
         import psycopg
 
         connection = await self._acquire()
         try:
-            row = await _read_row(connection, self._prepared_on(connection), sql, params)
-        except BaseException as exc:  # failed, or cancelled mid-query: state unknown
+            answer = await read(connection)
+        except BaseException as exc:
             await self._discard(connection, failed=isinstance(exc, psycopg.Error))
             raise
         await self._release(connection)
-        return row
+        return answer
 
     def _prepared_on(self, connection: Any) -> set[bytes]:
         """The names of the statements `fetch_flags` and `fetch_row` prepared on

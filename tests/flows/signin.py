@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from idp.app import Services
     from idp.models import Account
     from tests.conftest import LiveServer
-    from tests.flows.oidc import RegisteredClient
+    from tests.flows.oidc import Person, RegisteredClient
 
 TOTP_PERIOD = 30
 _last_step: dict[str, int] = {}
@@ -330,3 +330,49 @@ def start_sign_in(
     assert response.status_code == 303, (response.status_code, response.text[:300])
     assert response.headers["location"].startswith("/signin?tx="), response.headers["location"]
     return Started(response, verifier, params["state"])
+
+
+class _Held(Exception):  # noqa: N818
+    """Raised to stop a browser just before it hands the sign-in back."""
+
+
+@dataclass
+class Completed:
+    """A sign-in finished on the pages, its browser stopped before `/authorize/resume`
+    (the caller closes `browser`)."""
+
+    browser: httpx.Client
+    resume_url: str
+    code_verifier: str
+    tx: str
+
+
+def sign_in_until_resume(
+    server: LiveServer, client: RegisteredClient, person: Person, **params: str
+) -> Completed:
+    """A new browser signed in on the pages as `person`, for `client`, stopped before it
+    follows the 303 to `/authorize/resume`, which it may then follow (or not) itself."""
+    held: list[str] = []
+
+    def hold_resume(request: httpx.Request) -> None:
+        if request.url.path == "/authorize/resume" and not held:
+            held.append(str(request.url))
+            raise _Held
+
+    browser = httpx.Client(event_hooks={"request": [hold_resume]})
+    try:
+        started = start_sign_in(server, client, browser, **params)
+        try:
+            complete_sign_in(
+                browser,
+                started.response,
+                email=person.email,
+                password=person.password,
+                totp_secret=person.totp_secret,
+            )
+        except _Held:
+            return Completed(browser, held[0], started.code_verifier, started.tx)
+        raise AssertionError("the sign-in did not reach /authorize/resume")
+    except BaseException:
+        browser.close()
+        raise

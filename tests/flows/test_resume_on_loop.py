@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ from tests.flows.oidc import (
     register_person,
     verify_id_token,
 )
-from tests.flows.signin import complete_sign_in, start_sign_in
+from tests.flows.signin import Completed, sign_in_until_resume, start_sign_in
 from tests.flows.test_statement_counts import statements
 
 
@@ -54,42 +53,12 @@ def _close_browsers() -> Iterator[None]:
         _BROWSERS.pop().close()
 
 
-class _Held(Exception):  # noqa: N818
-    """Raised to stop a browser just before it hands the sign-in back."""
-
-
-@dataclass
-class Completed:
-    """A sign-in finished on the pages, its browser stopped before `/authorize/resume`."""
-
-    browser: httpx.Client
-    resume_url: str
-    code_verifier: str
-    tx: str
-
-
 def completed_sign_in(
     server: LiveServer, app: RegisteredClient, person: Person, **params: str
 ) -> Completed:
-    held: list[str] = []
-
-    def hold_resume(request: httpx.Request) -> None:
-        if request.url.path == "/authorize/resume" and not held:
-            held.append(str(request.url))
-            raise _Held
-
-    browser = httpx.Client(event_hooks={"request": [hold_resume]})
-    _BROWSERS.append(browser)
-    started = start_sign_in(server, app, browser, **params)
-    with pytest.raises(_Held):
-        complete_sign_in(
-            browser,
-            started.response,
-            email=person.email,
-            password=person.password,
-            totp_secret=person.totp_secret,
-        )
-    return Completed(browser, held[0], started.code_verifier, started.tx)
+    done = sign_in_until_resume(server, app, person, **params)
+    _BROWSERS.append(done.browser)
+    return done
 
 
 def on_postgresql(server: LiveServer) -> bool:

@@ -22,7 +22,7 @@ from tests.flows.oidc import (
     signed_in_browser,
     verify_id_token,
 )
-from tests.flows.signin import complete_sign_in, sign_in, start_sign_in
+from tests.flows.signin import complete_sign_in, sign_in, sign_in_until_resume, start_sign_in
 
 
 @pytest.fixture
@@ -100,30 +100,11 @@ def test_prompt_login_forces_sign_in(live_server, app, person) -> None:
         assert token["id_token"]
 
 
-class _Held(Exception):  # noqa: N818
-    """Raised to stop a browser just before it hands the sign-in back."""
-
-
 def test_a_transaction_resumes_once_and_only_in_its_browser(live_server, app, person) -> None:
-    held: list[str] = []
-
-    def hold_resume(request: httpx.Request) -> None:
-        if request.url.path == "/authorize/resume" and not held:
-            held.append(str(request.url))
-            raise _Held
-
     other = register_person(live_server, email="sam@example.org")
-    with httpx.Client(event_hooks={"request": [hold_resume]}) as browser:
-        started = start_sign_in(live_server, app, browser)
-        with pytest.raises(_Held):
-            complete_sign_in(
-                browser,
-                started.response,
-                email=person.email,
-                password=person.password,
-                totp_secret=person.totp_secret,
-            )
-        resume = held[0]
+    done = sign_in_until_resume(live_server, app, person)
+    browser, resume = done.browser, done.resume_url
+    try:
         with httpx.Client() as thief_browser:
             # Another browser, signed in as someone else, cannot use the completed txid.
             thief_start = start_sign_in(live_server, app, thief_browser)
@@ -143,6 +124,8 @@ def test_a_transaction_resumes_once_and_only_in_its_browser(live_server, app, pe
         assert again.status_code == 400
         assert "location" not in again.headers
         assert "Start again" in again.text
+    finally:
+        browser.close()
     assert httpx.get(f"{live_server.url}/authorize/resume?tx=made-up").status_code == 400
 
 
