@@ -126,12 +126,20 @@ def checked(page: Any, *, axe: bool = True) -> None:
         axe_check(page)
 
 
+def submit(page: Any, button: str = "Continue") -> None:
+    """Press a form's button and wait for the page it leads to: every form here posts
+    and is answered with a new page, and reading the old one meanwhile (its error
+    summary, say) would test what was there before."""
+    with page.expect_navigation():
+        page.get_by_role("button", name=button).click()
+
+
 def enter_password(page: Any, email: str, *, axe: bool = True) -> None:
     assert page.get_by_role("heading", level=1).inner_text() == "Sign in"
     checked(page, axe=axe)
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Continue").click()
+    submit(page)
 
 
 def secret_from_qr(page: Any, *, email: str) -> str:
@@ -149,7 +157,7 @@ def secret_from_qr(page: Any, *, email: str) -> str:
 
 def enter_code(page: Any, code: str) -> None:
     page.get_by_label("Security code").fill(code)
-    page.get_by_role("button", name="Continue").click()
+    submit(page)
 
 
 def errors(page: Any) -> str:
@@ -244,7 +252,7 @@ def test_the_same_journey_without_javascript(nojs_page: Any, app: App) -> None:
 
 def test_error_and_problem_pages_are_accessible(page: Any, app: App) -> None:
     page.goto(app.authorization_url())
-    page.get_by_role("button", name="Continue").click()
+    submit(page)
     assert "Enter your email address" in errors(page)
     checked(page)
     # The summary links to the field it is about.
