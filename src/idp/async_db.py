@@ -7,8 +7,9 @@ service reads and writes through SQLAlchemy sessions in worker threads. For thes
 hop to a worker thread and back, and SQLAlchemy's execution path, cost several times the
 statements (bench/README.md, "What the profiles say"), so on PostgreSQL they run on the
 event loop over a few psycopg `AsyncConnection`s in autocommit: a read is one round trip
-with the latest committed data (`fetch_flags`, for a row of booleans, goes straight
-through libpq); a `transaction` is BEGIN ... COMMIT (ROLLBACK if the block raises).
+with the latest committed data (`fetch_row` for one row and `fetch_flags` for a row of
+booleans go straight through libpq); a `transaction` is BEGIN ... COMMIT (ROLLBACK if
+the block raises).
 SQLite (no network, no async driver) keeps the threaded paths.
 
 The connections are opened on first use, at most `size` of them, and closed with the
@@ -85,7 +86,8 @@ class AsyncDatabase:
         `fetch_flags` goes: prepared once per connection, the parameters dumped as text
         and the row loaded by psycopg's own adapters (so values come back as from a
         cursor). For the refresh's one statement, where psycopg's cursor and its waiting
-        machinery were a fifth of the refresh's CPU (bench/README.md)."""
+        machinery were a fifth of the refresh's CPU (bench/README.md), and the pages'
+        reads (`idp.loop_reads`)."""
         return await self._on_connection(
             lambda connection: _read_row(connection, self._prepared_on(connection), sql, params)
         )

@@ -4,16 +4,16 @@ A hosted page's GET only reads (its login transaction, its client, whether the a
 has an authenticator), and the hop to a worker thread, a session's begin and end and the
 ORM's loading cost several times the statement (bench/README.md). So such reads run on
 the event loop: on PostgreSQL over `idp.async_db` (`fetch_row`: autocommit, the latest
-committed data, as a read-only session reads), on SQLite over a `idp.loop_sqlite.LoopReader`
-(which never waits for a lock).
+committed data, as a read-only session reads), on SQLite over a
+`idp.loop_sqlite.LoopReader` (which never waits for a lock).
 
 A `LoopQuery` is compiled once for the engine's dialect (on PostgreSQL with libpq's own
-`$1` parameters), and applies the result
-processing SQLAlchemy's types would (UTC datetimes, JSON and booleans on SQLite), so
-what it returns is what a session returns. A read that cannot be made at once raises
-`NotReadAtOnce`: the SQLite file is held by another connection, the database is an
-in-memory one (which exists only on its own connections), or the driver failed. The
-caller then takes its threaded path, which waits its turn or says what went wrong.
+`$1` parameters), and applies the result processing SQLAlchemy's types would (UTC
+datetimes, JSON and booleans on SQLite), so what it returns is what a session returns.
+A read that cannot be made at once raises `NotReadAtOnce`: the SQLite file is held by
+another connection, the database is an in-memory one (which exists only on its own
+connections), or the driver failed. The caller then takes its threaded path, which waits
+its turn or says what went wrong.
 """
 
 from __future__ import annotations
