@@ -82,7 +82,8 @@ def find_transaction(db: Session, *, txid: str | None) -> LoginTransaction | Non
     return None if found is None else transaction_of(found)
 
 
-#: The compare-and-set of `claim_transaction`, built once (and its cache key with it).
+#: The compare-and-set of `claim_transaction`, built once (and its cache key with it):
+#: the transaction, only if completed and not consumed yet, is consumed now.
 _CLAIM = (
     update(_TABLE)
     .where(
@@ -110,20 +111,12 @@ _ACCOUNTS = cast(Table, Account.__table__)
 #: unexpired transaction only, and only from a browser whose session cookie names a
 #: session of the account that completed it; returning the transaction, that session and
 #: whether its account is disabled.
-_CLAIM_FROM_SESSION = (
-    update(_TABLE)
-    .where(
-        _TABLE.c.id_hash == bindparam("claimed_id_hash"),
-        _TABLE.c.consumed_at.is_(None),
-        _TABLE.c.completed_at.is_not(None),
-        _TABLE.c.expires_at > bindparam("claimed_at"),
-        _SESSIONS.c.id_hash == bindparam("session_id_hash"),
-        _SESSIONS.c.account_id == _TABLE.c.account_id,
-        _ACCOUNTS.c.id == _SESSIONS.c.account_id,
-    )
-    .values(consumed_at=bindparam("claimed_at"))
-    .returning(*_TABLE.c, *_SESSIONS.c, _ACCOUNTS.c.disabled_at)
-)
+_CLAIM_FROM_SESSION = _CLAIM.where(
+    _TABLE.c.expires_at > bindparam("claimed_at"),
+    _SESSIONS.c.id_hash == bindparam("session_id_hash"),
+    _SESSIONS.c.account_id == _TABLE.c.account_id,
+    _ACCOUNTS.c.id == _SESSIONS.c.account_id,
+).returning(*_TABLE.c, *_SESSIONS.c, _ACCOUNTS.c.disabled_at)
 _SESSION_KEYS = column_attributes(BrowserSession)
 
 
