@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import update
 
+from idp.accounts.sessions import start_session
+from idp.admin.users import create_account
 from idp.app import Services
 from idp.crypto import token_digest
 from idp.models import LoginTransaction
@@ -16,7 +19,7 @@ NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 PARAMS = {"client_id": "app", "redirect_uri": "https://app.example/cb", "scope": "openid"}
 
 
-def _new(services: Services, *, completed: bool) -> str:
+def _new(services: Services, *, completed: bool, account_id: str | None = None) -> str:
     with services.sessions.begin() as db:
         txid = transactions.create_transaction(
             db,
@@ -31,7 +34,7 @@ def _new(services: Services, *, completed: bool) -> str:
             db.execute(
                 update(LoginTransaction)
                 .where(LoginTransaction.id_hash == token_digest(txid))
-                .values(completed_at=NOW, stage="done")
+                .values(completed_at=NOW, stage="done", account_id=account_id)
             )
     return txid
 
@@ -72,3 +75,59 @@ def test_an_unfinished_transaction_cannot_be_claimed(services: Services) -> None
         found = transactions.find_transaction(db, txid=txid)
         assert found is not None
         assert not transactions.claim_transaction(db, transaction=found, now=NOW)
+
+
+def _signed_in(services: Services, email: str) -> tuple[str, str]:
+    """An account with a live browser session: its id and the session's cookie value."""
+    with services.sessions.begin() as db:
+        account = create_account(db, email=email, password="a long passphrase 1")
+        _, cookie = start_session(
+            db,
+            account_id=account.id,
+            auth_time=NOW,
+            amr=["pwd", "otp"],
+            acr="x",
+            settings=services.settings,
+            now=NOW,
+        )
+        return account.id, cookie
+
+
+def _claim_from_session(services: Services, txid: str, cookie: str, at: dt.datetime) -> object:
+    claim = transactions.claim_from_session_query(
+        services.engine.dialect, txid=txid, cookie_value=cookie, now=at
+    )
+    assert claim is not None
+    with services.engine.begin() as connection:
+        return connection.exec_driver_sql(*claim).first()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_claim_from_a_session_takes_only_its_own_live_transaction(
+    services: Services,
+) -> None:
+    """The resume's claim on the event loop (one UPDATE ... FROM): nothing for another
+    account's session, an unfinished or an expired transaction; the browser's own claims
+    once, and returns the transaction and that session."""
+    account_id, cookie = _signed_in(services, "pat@example.org")
+    _, other_cookie = _signed_in(services, "sam@example.org")
+    txid = _new(services, completed=True, account_id=account_id)
+    unfinished = _new(services, completed=False)
+    assert _claim_from_session(services, txid, other_cookie, NOW) is None
+    assert _claim_from_session(services, unfinished, cookie, NOW) is None
+    expired = NOW + dt.timedelta(seconds=600)
+    assert _claim_from_session(services, txid, cookie, expired) is None
+    row = _claim_from_session(services, txid, cookie, NOW)
+    assert row is not None
+    tx, session, disabled_at = transactions.claimed_with_session(row)  # type: ignore[arg-type]
+    assert (tx.id_hash, tx.account_id, tx.consumed_at) == (token_digest(txid), account_id, NOW)
+    assert (session.account_id, session.id_hash) == (account_id, token_digest(cookie))
+    assert session.auth_time == NOW
+    assert disabled_at is None
+    assert _claim_from_session(services, txid, cookie, NOW) is None  # once only
+    assert (
+        transactions.claim_from_session_query(
+            services.engine.dialect, txid="x" * 129, cookie_value=cookie, now=NOW
+        )
+        is None
+    )
