@@ -4,7 +4,6 @@ hosted pages that read this way answer exactly as their threaded path would."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
 import threading
@@ -26,12 +25,13 @@ from idp.web.pages import transactions
 from tests.conftest import LiveServer
 from tests.flows.oidc import register_client, register_person
 from tests.flows.signin import parse_page, start_sign_in
+from tests.loops import run_on_fresh_loop
 
 NOW = dt.datetime(2026, 12, 3, 9, 30, 15, 123456, tzinfo=dt.UTC)
 
 
 def run(services: Services, coroutine: Any) -> Any:
-    """Run `coroutine` on a fresh event loop, closing the loop's PostgreSQL connections
+    """Run `coroutine` on a fresh event loop of its own, closing the loop's PostgreSQL connections
     (they belong to that loop) before it ends."""
     from idp.async_db import AsyncDatabase
 
@@ -43,7 +43,7 @@ def run(services: Services, coroutine: Any) -> Any:
             if isinstance(db, AsyncDatabase):
                 await db.close()
 
-    return asyncio.run(main())
+    return run_on_fresh_loop(main())
 
 
 @pytest.fixture

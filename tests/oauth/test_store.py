@@ -16,6 +16,7 @@ from idp.db import make_engine
 from idp.models import Account, AuthorizationCode, Grant, RefreshToken, RevokedAccessToken
 from idp.oauth import store
 from idp.oauth.models import Authentication
+from tests.loops import run_on_fresh_loop
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -192,8 +193,6 @@ def test_purge_keeps_live_rows_and_deletes_dead_ones(services, grant_id) -> None
 
 def _rotate_on_pg(services: Services, *, token: str, successor: str, at: dt.datetime) -> object:
     """`store.refresh_rotation_query` as the event loop runs it (`idp.async_db`)."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
 
     from idp.async_db import AsyncDatabase
 
@@ -212,8 +211,7 @@ def _rotate_on_pg(services: Services, *, token: str, successor: str, at: dt.date
         finally:
             await database.close()
 
-    with ThreadPoolExecutor(1) as thread:  # a loop of its own, whatever this thread has
-        return thread.submit(asyncio.run, main()).result()
+    return run_on_fresh_loop(main())
 
 
 def _refresh_rows(services: Services) -> dict[str, RefreshToken]:

@@ -4,10 +4,8 @@ the `client_credentials` short-cut on the event loop falling back to a worker th
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from idp.web.fast_protocol import MAX_BODY_BYTES
 from idp.web.security import content_security_policy
 from tests.conftest import LiveServer
 from tests.flows.oidc import RegisteredClient, introspect, register_client
+from tests.loops import run_on_fresh_loop
 
 SECURITY_HEADERS = {
     "content-security-policy": content_security_policy(),
@@ -243,6 +242,5 @@ def test_a_request_cut_off_mid_body_is_not_acted_on(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    with ThreadPoolExecutor(1) as thread:  # a loop of its own (Playwright may run one here)
-        thread.submit(asyncio.run, app(scope, receive, send)).result()
+    run_on_fresh_loop(app(scope, receive, send))
     assert sent == []  # no token issued for a request that never arrived whole
