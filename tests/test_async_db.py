@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from idp.async_db import AsyncDatabase
+from tests.loops import run_on_fresh_loop
 
 
 @pytest.fixture
@@ -22,10 +22,7 @@ def pg_url(postgres_database: str | None) -> str:
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run on a fresh event loop in a thread of its own (Playwright's tests may have left
-    one running in this thread)."""
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, coroutine).result()
+    run_on_fresh_loop(coroutine)
 
 
 def _reads(url: str, size: int, timeout: float = 30.0) -> AsyncDatabase:
@@ -156,6 +153,52 @@ def test_a_transaction_commits_its_deferred_statements_or_rolls_everything_back(
     finally:
         with admin.connect() as conn:
             conn.execute(text("DROP TABLE async_tx"))
+        admin.dispose()
+
+
+def test_fetch_all_sends_statements_together_inside_the_transaction(pg_url: str) -> None:
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE TABLE async_all (k text PRIMARY KEY, v int)"))
+        conn.execute(text("INSERT INTO async_all VALUES ('a', 1), ('b', 2)"))
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            # As the first statements: they carry the BEGIN, so a rollback undoes them.
+            async def undone() -> None:
+                async with reads.transaction() as tx:
+                    everything, changed = await tx.fetch_all(
+                        ("SELECT k, v FROM async_all ORDER BY k", ()),
+                        ("UPDATE async_all SET v = v * 10 WHERE k = %(k)s RETURNING v", {"k": "a"}),
+                    )
+                    assert everything == [("a", 1), ("b", 2)]
+                    assert changed == [(10,)]
+                    raise RuntimeError("undo")
+
+            with pytest.raises(RuntimeError, match="undo"):
+                await undone()
+            # After a first statement, and with the deferred ones, committed.
+            async with reads.transaction() as tx:
+                assert await tx.fetch_one("SELECT v FROM async_all WHERE k = 'b'", ()) == (2,)
+                none, changed = await tx.fetch_all(
+                    ("SELECT k FROM async_all WHERE false", ()),
+                    ("UPDATE async_all SET v = v + 1 RETURNING k", ()),
+                )
+                assert none == []
+                assert sorted(changed) == [("a",), ("b",)]
+                tx.defer("INSERT INTO async_all VALUES (%s, %s)", ("c", 3))
+        finally:
+            await reads.close()
+
+    try:
+        run(main())
+        with admin.connect() as conn:
+            rows = dict(conn.execute(text("SELECT k, v FROM async_all")).all())
+        assert rows == {"a": 2, "b": 3, "c": 3}
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("DROP TABLE async_all"))
         admin.dispose()
 
 

@@ -335,6 +335,19 @@ class Transaction:
             await pipeline.sync()
         return await cursor.fetchone()
 
+    async def fetch_all(
+        self, *statements: tuple[str, Sequence[Any] | dict[str, Any]]
+    ) -> list[list[Any]]:
+        """Every row of each of `statements` (each must return rows), sent together: one
+        round trip (with the BEGIN, if none was sent yet)."""
+        async with self._connection.pipeline() as pipeline:
+            if not self.begun:
+                await self._connection.execute("BEGIN")
+                self.begun = True
+            cursors = [await self._connection.execute(sql, params) for sql, params in statements]
+            await pipeline.sync()
+        return [await cursor.fetchall() for cursor in cursors]
+
     def defer(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> None:
         """Send `sql` with the COMMIT (its failure fails the commit, and the block)."""
         self._deferred.append((sql, params))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Dialect, Engine, create_engine, event
+from sqlalchemy import JSON, Dialect, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -133,3 +133,18 @@ def driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[s
         order = tuple(sql.positiontup) if sql.positional and sql.positiontup else None
         compiled = _DRIVER_SQL[key] = (sql.string, order)
     return compiled
+
+
+def driver_values(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` (values of `table`'s columns by name) as psycopg takes it, for statements
+    sent to the driver directly: JSON columns' values wrapped as JSON (a bare list would be
+    sent as an array), everything else as it is."""
+    from psycopg.types.json import Json
+
+    json_columns = _json_columns(table)
+    return {k: Json(v) if k in json_columns else v for k, v in row.items()}
+
+
+@functools.cache
+def _json_columns(table: Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))

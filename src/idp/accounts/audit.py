@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Dialect, Table, bindparam, insert
 from sqlalchemy.orm import Session
 
-from idp.models import AuditEvent
+from idp.db import driver_sql, driver_values
+from idp.models import AuditEvent, utcnow
 
 log = logging.getLogger("idp.audit")
 
 _TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
+#: The columns an event gives (the id is the database's).
+_COLUMNS = ("at", "event", "account_id", "actor_id", "client_id", "ip", "detail")
 #: Built once, so its compilation cache key is too. Inline: nothing reads the new row's
 #: id, so PostgreSQL is not asked to return it (`RETURNING id` and the fetch of it cost a
 #: fifth of the statement's CPU).
-_INSERT = insert(_TABLE).inline()
+_INSERT = insert(_TABLE).values({name: bindparam(name) for name in _COLUMNS}).inline()
 
 
 def record(
@@ -37,23 +40,55 @@ def record(
     the session's connection directly (the session's own `execute` adds ORM dispatch
     that a Core INSERT does not use).
     """
-    db.connection().execute(
-        _INSERT,
-        {
-            "event": event,
-            "account_id": account_id,
-            "actor_id": actor_id,
-            "client_id": client_id,
-            "ip": ip,
-            "detail": detail,
-        },
-    )
+    values = _event(event, account_id, actor_id, client_id, ip, detail)
+    db.connection().execute(_INSERT, values)
+    _log(values)
+
+
+def insert_statement(
+    dialect: Dialect,
+    event: str,
+    *,
+    account_id: str | None = None,
+    actor_id: str | None = None,
+    client_id: str | None = None,
+    ip: str | None = None,
+    **detail: Any,
+) -> tuple[str, dict[str, Any]]:
+    """`record`'s INSERT as PostgreSQL driver SQL and parameters, for a transaction on the
+    event loop (`idp.async_db`), which sends it; the event is logged now, as `record`
+    logs it."""
+    values = _event(event, account_id, actor_id, client_id, ip, detail)
+    _log(values)
+    return driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, values)
+
+
+def _event(
+    event: str,
+    account_id: str | None,
+    actor_id: str | None,
+    client_id: str | None,
+    ip: str | None,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "at": utcnow(),
+        "event": event,
+        "account_id": account_id,
+        "actor_id": actor_id,
+        "client_id": client_id,
+        "ip": ip,
+        "detail": detail,
+    }
+
+
+def _log(values: dict[str, Any]) -> None:
     log.info(
         "%s account=%s actor=%s client=%s ip=%s %s",
-        event,
-        account_id,
-        actor_id,
-        client_id,
-        ip,
-        detail,
+        values["event"],
+        values["account_id"],
+        values["actor_id"],
+        values["client_id"],
+        values["ip"],
+        values["detail"],
     )

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Dialect, Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from starlette.responses import Response
 
 from idp.crypto import new_token, token_digest
+from idp.db import driver_sql, driver_values
 from idp.models import Account, BrowserSession
 from idp.settings import Settings
 
@@ -66,7 +67,8 @@ _BY_COOKIE = (
 )
 
 
-_INSERT = insert(cast(Table, BrowserSession.__table__))
+_TABLE = cast(Table, BrowserSession.__table__)
+_INSERT = insert(_TABLE)
 
 
 def current_session(
@@ -121,6 +123,30 @@ def start_session(
     """
     if replacing is not None:
         end_session(db, session=replacing, now=now)
+    values, cookie_value = new_session(
+        account_id=account_id, auth_time=auth_time, amr=amr, acr=acr, settings=settings, now=now
+    )
+    # A Core INSERT, sent now (the ORM's flush cost more than the statement); the row is
+    # then attached to the session as if read, so later changes to it are written.
+    db.connection().execute(_INSERT, values)
+    session = BrowserSession(**values)
+    make_transient_to_detached(session)
+    db.add(session)
+    if purge_due():
+        purge_sessions(db, now=now)
+    return session, cookie_value
+
+
+def new_session(
+    *,
+    account_id: str,
+    auth_time: dt.datetime,
+    amr: list[str],
+    acr: str,
+    settings: Settings,
+    now: dt.datetime,
+) -> tuple[dict[str, Any], str]:
+    """The row of a new session (by column) and the cookie value that names it."""
     cookie_value = new_token(32)
     # The absolute limit runs from authentication, not from this row: a step-up that
     # keeps the password's auth_time must not stretch the session past it.
@@ -137,16 +163,35 @@ def start_session(
         "expires_at": started + dt.timedelta(seconds=settings.session_absolute_seconds),
         "ended_at": None,
     }
-    # A Core INSERT, sent now (the ORM's flush cost more than the statement); the row is
-    # then attached to the session as if read, so later changes to it are written.
-    db.connection().execute(_INSERT, values)
-    session = BrowserSession(**values)
-    make_transient_to_detached(session)
-    db.add(session)
-    if secrets.randbelow(PURGE_ONE_IN) == 0:
-        # Now and then rather than on a schedule: no job runner is needed.
-        purge_sessions(db, now=now)
-    return session, cookie_value
+    return values, cookie_value
+
+
+def start_statements(
+    dialect: Dialect, values: dict[str, Any], *, now: dt.datetime
+) -> list[tuple[str, dict[str, Any]]]:
+    """`start_session`'s statements for a browser with no session to replace, as
+    PostgreSQL driver SQL and parameters (the security-code POST on the event loop,
+    `idp.web.pages.code_on_loop`): the INSERT of `values` (`new_session`), and now and
+    then the purge."""
+    statements = [(driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, values))]
+    if purge_due():
+        statements.append((driver_sql(dialect, _PURGE)[0], {"cutoff": now - PURGE_AFTER}))
+    return statements
+
+
+def purge_due() -> bool:
+    """Whether this sign-in also purges dead sessions (one in `PURGE_ONE_IN`): now and
+    then rather than on a schedule, so no job runner is needed."""
+    return secrets.randbelow(PURGE_ONE_IN) == 0
+
+
+_PURGE = delete(_TABLE).where(
+    or_(
+        _TABLE.c.ended_at <= bindparam("cutoff"),
+        _TABLE.c.expires_at <= bindparam("cutoff"),
+        _TABLE.c.last_seen_at <= bindparam("cutoff"),  # idle far beyond any idle limit
+    )
+)
 
 
 def purge_sessions(db: Session, *, now: dt.datetime) -> int:
@@ -154,18 +199,7 @@ def purge_sessions(db: Session, *, now: dt.datetime) -> int:
 
     They can never be used again; the audit trail keeps the sign-in events.
     """
-    cutoff = now - PURGE_AFTER
-    result = db.execute(
-        delete(BrowserSession)
-        .where(
-            or_(
-                BrowserSession.ended_at <= cutoff,
-                BrowserSession.expires_at <= cutoff,
-                BrowserSession.last_seen_at <= cutoff,  # idle far beyond any idle limit
-            )
-        )
-        .execution_options(synchronize_session=False)
-    )
+    result = db.connection().execute(_PURGE, {"cutoff": now - PURGE_AFTER})
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -18,10 +18,24 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, bindparam, case, create_engine, delete, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Dialect,
+    Engine,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    or_,
+    select,
+)
 from sqlalchemy.schema import CreateTable
 
 from idp.accounts.throttle import (
@@ -34,7 +48,7 @@ from idp.accounts.throttle import (
     judge,
     keys_for,
 )
-from idp.db import POOL_RECYCLE_SECONDS, make_engine, read_only
+from idp.db import POOL_RECYCLE_SECONDS, driver_sql, make_engine, read_only
 from idp.models import FailureCounter
 
 #: Connections the throttle keeps open to PostgreSQL (it holds one only for a statement).
@@ -48,6 +62,34 @@ _TABLE: Table = FailureCounter.__table__  # type: ignore[assignment]
 _CHECK = select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
     _TABLE.c.key.in_(bindparam("keys", expanding=True))
 )
+
+
+#: `_CHECK` with the keys as one array, for the driver directly (`check_statement`).
+_CHECK_ANY = select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
+    _TABLE.c.key == any_(bindparam("keys", type_=ARRAY(String)))
+)
+
+
+def verdict_of(
+    keys: Sequence[tuple[str, Budget]], rows: Iterable[Sequence[Any]], *, now: dt.datetime
+) -> Verdict:
+    """The verdict on an attempt charged to `keys` (`keys_for`), given the counters read
+    of them (rows of key, failures and time of the last failure, in any order)."""
+    counters = {key: Counter(failures, last) for key, failures, last in rows}
+    verdict = judge(((budget, counters.get(key)) for key, budget in keys), now=now)
+    resettable = any(budget.reset_on_success and key in counters for key, budget in keys)
+    return dataclasses.replace(verdict, resettable=resettable)
+
+
+def check_statement(
+    dialect: Dialect, *, kind: str, account_id: str | None, ip: str | None
+) -> tuple[list[tuple[str, Budget]], tuple[str, dict[str, Any]]]:
+    """`DatabaseThrottle.check`'s read on PostgreSQL as driver SQL and parameters, with the
+    keys it reads, for the security-code POST on the event loop, which reads the counters
+    in its own transaction (`idp.web.pages.code_on_loop`) and judges them with
+    `verdict_of`."""
+    keys = keys_for(kind, account_id=account_id, ip=ip)
+    return keys, (driver_sql(dialect, _CHECK_ANY)[0], {"keys": [key for key, _ in keys]})
 
 
 class DatabaseThrottle:
@@ -103,10 +145,7 @@ class DatabaseThrottle:
             return Verdict(allowed=True)
         with self._reader.connect() as connection:
             rows = connection.execute(_CHECK, {"keys": [key for key, _ in keys]}).all()
-        counters = {row.key: Counter(row.failures, row.last_failure_at) for row in rows}
-        verdict = judge(((budget, counters.get(key)) for key, budget in keys), now=now)
-        resettable = any(budget.reset_on_success and key in counters for key, budget in keys)
-        return dataclasses.replace(verdict, resettable=resettable)
+        return verdict_of(keys, rows, now=now)
 
     def record_failure(
         self, *, kind: str, account_id: str | None, ip: str | None, now: dt.datetime

@@ -12,11 +12,11 @@ import datetime as dt
 import hmac
 import re
 import secrets
-from typing import cast
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 import pyotp
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Dialect, Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -24,6 +24,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from idp.accounts import audit
 from idp.accounts.revocation import revoke_account_access
 from idp.crypto import Encryptor
+from idp.db import driver_sql
 from idp.models import Account, TotpCredential
 
 STEP_SECONDS = 30
@@ -177,10 +178,7 @@ def verify_code(
     later step; the row lock makes a racing second request see the new value and match
     zero rows.
     """
-    secret = decrypt_secret(
-        encryptor, credential.secret_encrypted, account_id=credential.account_id
-    )
-    step = matching_step(secret, code, now=now)
+    step = accepted_step(credential, code, encryptor=encryptor, now=now)
     if step is None:
         return False
     result = db.connection().execute(_USE_STEP, {"b_id": credential.id, "b_step": step})
@@ -188,6 +186,31 @@ def verify_code(
         return False
     set_committed_value(credential, "last_used_step", step)
     return True
+
+
+def accepted_step(
+    credential: TotpCredential, code: str, *, encryptor: Encryptor, now: dt.datetime
+) -> int | None:
+    """The time step whose code `code` is for `credential`'s seed (within the drift
+    allowed), or None; whether it was used already is the compare-and-set's to say
+    (`verify_code`, `use_step_statement`)."""
+    secret = decrypt_secret(
+        encryptor, credential.secret_encrypted, account_id=credential.account_id
+    )
+    return matching_step(secret, code, now=now)
+
+
+#: `_USE_STEP` returning the authenticator's id: a row only when the step was taken.
+_USE_STEP_RETURNING = _USE_STEP.returning(_CREDENTIALS.c.id)
+
+
+def use_step_statement(
+    dialect: Dialect, credential: TotpCredential, step: int
+) -> tuple[str, dict[str, Any]]:
+    """`verify_code`'s compare-and-set as PostgreSQL driver SQL and parameters, for the
+    security-code POST on the event loop (`idp.web.pages.code_on_loop`): it returns a
+    row only if it moved `last_used_step` forward to `step`, which spends the code."""
+    return driver_sql(dialect, _USE_STEP_RETURNING)[0], {"b_id": credential.id, "b_step": step}
 
 
 def credential_for(db: Session, *, account_id: str) -> TotpCredential | None:

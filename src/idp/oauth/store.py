@@ -8,13 +8,11 @@ updates, so two processes racing on one code or refresh token cannot both win.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
-    JSON,
     Connection,
     Dialect,
     Engine,
@@ -33,11 +31,10 @@ from sqlalchemy.sql import ClauseElement
 
 from idp.accounts import audit
 from idp.crypto import token_digest
-from idp.db import driver_sql, libpq_dialect
+from idp.db import driver_sql, driver_values, libpq_dialect
 from idp.models import (
     Account,
     AuthorizationCode,
-    Base,
     Grant,
     RefreshToken,
     RevokedAccessToken,
@@ -51,11 +48,13 @@ from idp.oauth.models import Authentication, RedeemedCode, Subject
 #: rows back in the request and the ORM's unit of work cost more CPU than the statements
 #: (sign-in profile). Every column is a named parameter, so the same statements compile
 #: to driver SQL for the resume on the event loop (`issued_code_inserts`).
-_INSERT_GRANT = insert(cast(Table, Grant.__table__)).values(
-    {name: bindparam(name) for name in Grant.__table__.columns.keys()}  # noqa: SIM118
+_GRANTS = cast(Table, Grant.__table__)
+_CODES = cast(Table, AuthorizationCode.__table__)
+_INSERT_GRANT = insert(_GRANTS).values(
+    {name: bindparam(name) for name in _GRANTS.columns.keys()}  # noqa: SIM118
 )
-_INSERT_CODE = insert(cast(Table, AuthorizationCode.__table__)).values(
-    {name: bindparam(name) for name in AuthorizationCode.__table__.columns.keys()}  # noqa: SIM118
+_INSERT_CODE = insert(_CODES).values(
+    {name: bindparam(name) for name in _CODES.columns.keys()}  # noqa: SIM118
 )
 
 
@@ -124,23 +123,9 @@ def issued_code_inserts(
     """`insert_issued_code`'s statements as PostgreSQL driver SQL and parameters, for the
     resume on the event loop (`idp.async_db`)."""
     return [
-        (driver_sql(dialect, _INSERT_GRANT)[0], _driver_values(Grant, grant)),
-        (driver_sql(dialect, _INSERT_CODE)[0], _driver_values(AuthorizationCode, code)),
+        (driver_sql(dialect, _INSERT_GRANT)[0], driver_values(_GRANTS, grant)),
+        (driver_sql(dialect, _INSERT_CODE)[0], driver_values(_CODES, code)),
     ]
-
-
-def _driver_values(model: type[Base], row: Mapping[str, Any]) -> dict[str, Any]:
-    """`row` as psycopg takes it: JSON columns' values wrapped as JSON (a bare list would
-    be sent as an array), everything else as it is."""
-    from psycopg.types.json import Json
-
-    json_columns = _json_columns(model)
-    return {k: Json(v) if k in json_columns else v for k, v in row.items()}
-
-
-@functools.cache
-def _json_columns(model: type[Base]) -> frozenset[str]:
-    return frozenset(c.name for c in model.__table__.columns if isinstance(c.type, JSON))
 
 
 class CodeReusedError(Exception):

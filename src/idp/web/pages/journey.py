@@ -105,9 +105,14 @@ def code_passed(
             return False
         row.amr = list(old.amr)
         row.auth_time = old.auth_time
+    otp_passed(row)
+    return True
+
+
+def otp_passed(row: LoginTransaction) -> None:
+    """Record a correct code on a journey that holds the password (`amr` has `pwd`)."""
     row.amr = amr_with(row.amr, AMR_OTP)
     row.pending_totp_encrypted = None
-    return True
 
 
 def finish(
@@ -130,23 +135,29 @@ def finish(
         if old is None or old.account_id != row.account_id:
             return None
         row.amr, row.auth_time = list(old.amr), old.auth_time
-    auth_time = row.auth_time or now
-    acr = acr_for(row.amr)
     # Set before the session starts: ending a replaced session flushes, and the
     # transaction is then updated in that flush (one UPDATE), not again at commit.
-    row.acr = acr
-    row.auth_time = auth_time
-    row.completed_at = now
-    row.stage = DONE
-    row.error = None
+    mark_completed(row, now=now)
+    assert row.auth_time is not None
+    assert row.acr is not None
     session, new_cookie = start_session(
         db,
         account_id=row.account_id,
-        auth_time=auth_time,
+        auth_time=row.auth_time,
         amr=list(row.amr),
-        acr=acr,
+        acr=row.acr,
         settings=settings,
         now=now,
         replacing=old,
     )
     return Finished(cookie_value=new_cookie, session=session)
+
+
+def mark_completed(row: LoginTransaction, *, now: dt.datetime) -> None:
+    """Complete the transaction of a journey that proved what it needed: `acr` from its
+    `amr`, `auth_time` (now, if it proved nothing new), done, for `/authorize/resume`."""
+    row.acr = acr_for(row.amr)
+    row.auth_time = row.auth_time or now
+    row.completed_at = now
+    row.stage = DONE
+    row.error = None

@@ -22,15 +22,12 @@ from idp.accounts.sessions import session_cookie_name
 from idp.app import Services
 from idp.models import Account, LoginTransaction
 from idp.web import threads
-from idp.web.pages import handoff, journey, rendering, transactions
+from idp.web.pages import code_on_loop, handoff, journey, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import CODE, client_ip, refusal, throttle_for
-from idp.web.pages.transactions import clock, page_url, see_other
+from idp.web.pages.transactions import CODE_STAGES, SETUP_STAGES, clock, page_url, see_other
 
 router = APIRouter(include_in_schema=False)
-
-SETUP_STAGES = frozenset({"mfa_setup", "mfa_setup_optional"})
-CODE_STAGES = frozenset({"mfa"})
 
 
 def _pending_context(row: LoginTransaction) -> bytes:
@@ -180,6 +177,10 @@ async def _post(
     form = await read_form(request)
     cookie = request.cookies.get(session_cookie_name(services.settings))
     now, ip = clock(request), client_ip(request)
+    if here is CODE_STAGES:  # the usual right code: on the event loop (PostgreSQL)
+        done = await code_on_loop.submit(services, tx=tx, form=form, cookie=cookie, ip=ip, now=now)
+        if done is not None:
+            return done
     return await threads.run(
         _submit, services, tx=tx, form=form, here=here, skip=skip, cookie=cookie, ip=ip, now=now
     )

@@ -10,9 +10,10 @@ authorization request), with nothing half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -20,12 +21,13 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import Select, Table, bindparam, exists, inspect, select, update
+from sqlalchemy import Dialect, Select, Table, bindparam, exists, inspect, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from idp.app import Services
 from idp.crypto import token_digest
+from idp.db import driver_sql, driver_values
 from idp.loop_reads import NotReadAtOnce, loop_reads
 from idp.models import Client, LoginTransaction, TotpCredential, column_attributes, utcnow
 from idp.oauth.transactions import TRANSACTION_KEYS, transaction_of
@@ -44,6 +46,9 @@ STAGE_PATHS: dict[str, str] = {
     "consent": "/signin/consent",
 }
 RESUME_PATH = "/authorize/resume"
+#: The stages the authenticator setup page and the security-code page serve.
+SETUP_STAGES = frozenset({"mfa_setup", "mfa_setup_optional"})
+CODE_STAGES = frozenset({"mfa"})
 
 #: An account's confirmed authenticator, as `Opened.credential` carries it.
 Authenticator = TotpCredential
@@ -162,7 +167,17 @@ def load(
     found = db.connection().execute(query, {"id_hash": token_digest(tx)}).first()
     if found is None:
         return _UNKNOWN
-    row = _in_session(db, transaction_of(found))
+    loaded = _loaded(found, now, enrolment=enrolment, credential=credential)
+    assert loaded.row is not None
+    row = _in_session(db, loaded.row)
+    if row is loaded.row:
+        return loaded
+    return dataclasses.replace(loaded, row=row, problem=_problem(row, now))
+
+
+def _loaded(found: Sequence[Any], now: dt.datetime, *, enrolment: bool, credential: bool) -> Loaded:
+    """A row of `load`'s statement as `Loaded`, the objects in no session."""
+    row = transaction_of(found)
     n = len(TRANSACTION_KEYS)
     name, service, first_party = found[n : n + 3]
     client = None if name is None else ClientInfo(name, service, bool(first_party))
@@ -172,6 +187,25 @@ def load(
         values = found[-len(_CREDENTIAL_KEYS) :]
         authenticator = TotpCredential(**dict(zip(_CREDENTIAL_KEYS, values, strict=True)))
     return Loaded(row, _problem(row, now), client, enrolled, authenticator)
+
+
+def locked_load_statement(dialect: Dialect, *, tx: str) -> tuple[str, dict[str, Any]] | None:
+    """`guard_post`'s read of the security-code page (the transaction locked, with its
+    client and authenticator) as PostgreSQL driver SQL and parameters, for the POST on the
+    event loop (`idp.web.pages.code_on_loop`); None for a `tx` that cannot be ours. Its
+    row goes to `loaded_from_driver`."""
+    if not tx or len(tx) > MAX_TX_LENGTH:
+        return None
+    query = _load_query(enrolment=False, credential=True, for_update=True)
+    return driver_sql(dialect, query)[0], {"id_hash": token_digest(tx)}
+
+
+def loaded_from_driver(found: Sequence[Any], *, now: dt.datetime) -> Loaded:
+    """A row of `locked_load_statement` as read by the driver (timestamps then in UTC, as
+    a session reads them), the objects in no session: nothing changed on them is written
+    but by `completed_statement`."""
+    utc = [v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in found]
+    return _loaded(utc, now, enrolment=False, credential=True)
 
 
 def _in_session(db: Session, row: LoginTransaction) -> LoginTransaction:
@@ -303,6 +337,27 @@ def save(db: Session, row: LoginTransaction) -> None:
         values["b_id_hash"] = row.id_hash
         db.connection().execute(_SAVE, values)
     db.expunge(row)
+
+
+#: What a journey finished by its security code changes on its transaction
+#: (`journey.otp_passed`, `journey.mark_completed`), and the UPDATE that writes them.
+_COMPLETED_COLUMNS = (
+    "amr",
+    "pending_totp_encrypted",
+    "acr",
+    "auth_time",
+    "completed_at",
+    "stage",
+    "error",
+)
+_COMPLETED = _SAVE.values({name: bindparam(name) for name in _COMPLETED_COLUMNS})
+
+
+def completed_statement(dialect: Dialect, row: LoginTransaction) -> tuple[str, dict[str, Any]]:
+    """The UPDATE of a transaction just finished by its security code on the event loop
+    (`idp.web.pages.code_on_loop`), as PostgreSQL driver SQL and parameters."""
+    values = driver_values(_TABLE, {name: getattr(row, name) for name in _COMPLETED_COLUMNS})
+    return driver_sql(dialect, _COMPLETED)[0], {**values, "b_id_hash": row.id_hash}
 
 
 def csrf_ok(row: LoginTransaction, submitted: str | None) -> bool:
