@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from idp import async_db
 from idp.async_db import AsyncDatabase
 from tests.loops import run_on_fresh_loop
 
@@ -376,6 +377,145 @@ def test_fetch_row_raises_on_a_failed_statement_and_goes_on(pg_url: str) -> None
             with pytest.raises(psycopg.Error, match="no_such_column"):
                 await reads.fetch_row("SELECT no_such_column", ())
             assert await reads.fetch_row("SELECT $1::int + 1", (41,)) == (42,)
+        finally:
+            await reads.close()
+
+    run(main())
+
+
+def test_psycopg_placeholders_become_libpq_s_numbered_ones() -> None:
+    """A transaction's statements are written for psycopg (`%(name)s`, `%s`, `%%`)."""
+    numbered = async_db._numbered
+    assert numbered("SELECT %(a)s, %(b)s, %(a)s") == (b"SELECT $1, $2, $1", ("a", "b"))
+    assert numbered("SELECT %s, %s") == (b"SELECT $1, $2", None)
+    assert numbered("SELECT '100%%' LIKE %(p)s") == (b"SELECT '100%' LIKE $1", ("p",))
+    assert numbered("SELECT 1") == (b"SELECT 1", ())
+    with pytest.raises(ValueError, match="named and positional"):
+        numbered("SELECT %(a)s, %s")
+
+
+def test_a_transaction_dumps_and_loads_as_a_cursor_would_and_prepares_once(
+    pg_url: str,
+) -> None:
+    """Values go and come as through psycopg's cursor (JSON, arrays, timestamps, NULL);
+    each statement is prepared once per connection for each set of parameter types."""
+    import datetime as dt
+
+    from psycopg.types.json import Json
+
+    at = dt.datetime(2026, 12, 4, 9, 30, 15, 123456, tzinfo=dt.UTC)
+    sql = (
+        "SELECT %(at)s::timestamptz + interval '1 second', %(doc)s::jsonb -> 'amr',"
+        " %(keys)s::text[], %(none)s::text IS NULL, %(n)s::bigint * 2"
+    )
+    values = {"at": at, "doc": Json({"amr": ["pwd", "otp"]}), "keys": ["a", "b"], "none": None}
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            for n in (5, 70_000, 6):  # an int2 and an int4 to psycopg's dumpers
+                async with reads.transaction() as tx:
+                    row = await tx.fetch_one(sql, {**values, "n": n})
+                later = at + dt.timedelta(seconds=1)
+                assert row == (later, ["pwd", "otp"], ["a", "b"], True, 2 * n)
+            async with reads.transaction() as tx:
+                (count,) = await tx.fetch_one(
+                    "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                    ("%::bigint * 2",),
+                )
+            assert count == 2  # one per set of types, used again by the third
+        finally:
+            await reads.close()
+
+    run(main())
+
+
+def test_a_failing_statement_raises_its_error_and_undoes_the_transaction(pg_url: str) -> None:
+    """The statement after a failed one in the same round trip is not run; the connection
+    is replaced; a value that cannot be sent raises before anything is."""
+    import psycopg
+
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE TABLE async_fail (k text PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO async_fail VALUES ('a')"))
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+
+            async def pid() -> int:
+                async with reads.transaction() as tx:
+                    (found,) = await tx.fetch_one("SELECT pg_backend_pid()", ())
+                return int(found)
+
+            first = await pid()
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                async with reads.transaction() as tx:
+                    await tx.fetch_all(
+                        ("INSERT INTO async_fail VALUES (%s) RETURNING k", ("b",)),
+                        ("INSERT INTO async_fail VALUES (%s) RETURNING k", ("a",)),
+                        ("INSERT INTO async_fail VALUES (%s) RETURNING k", ("c",)),
+                    )
+            second = await pid()
+            assert second != first  # its transaction failed: dropped
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                async with reads.transaction() as tx:
+                    await tx.fetch_one("SELECT * FROM async_no_such_table", ())
+            third = await pid()
+            assert third != second
+
+            async def unsendable() -> None:
+                async with reads.transaction() as tx:
+                    await tx.fetch_one("SELECT k FROM async_fail FOR UPDATE", ())
+                    await tx.fetch_one("SELECT %s", (object(),))
+
+            # Nothing sent: the read before it rolled back, the connection used again.
+            with pytest.raises(psycopg.ProgrammingError, match="cannot adapt"):
+                await unsendable()
+            with admin.connect() as conn:  # the row's lock was let go
+                conn.execute(text("SELECT k FROM async_fail FOR UPDATE NOWAIT"))
+            assert await pid() == third
+            async with reads.transaction() as tx:
+                rows = await tx.fetch_all(("SELECT k FROM async_fail ORDER BY k", ()))
+            assert rows == [[("a",)]]  # nothing of the failed transaction's stayed
+        finally:
+            await reads.close()
+
+    try:
+        run(main())
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("DROP TABLE async_fail"))
+        admin.dispose()
+
+
+def test_a_transaction_cancelled_or_killed_midway_drops_its_connection(pg_url: str) -> None:
+    import psycopg
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+
+            async def slow() -> None:
+                async with reads.transaction() as tx:
+                    await tx.fetch_one("SELECT pg_sleep(5)", ())
+
+            task = asyncio.ensure_future(slow())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert reads._open == 0  # its state unknown: dropped
+            assert not reads._idle
+            async with reads.transaction() as tx:
+                (pid,) = await tx.fetch_one("SELECT pg_backend_pid()", ())
+            _terminate(pg_url, pid)
+            with pytest.raises(psycopg.OperationalError):
+                async with reads.transaction() as tx:
+                    await tx.fetch_one("SELECT 1", ())
+            async with reads.transaction() as tx:
+                assert await tx.fetch_one("SELECT pg_backend_pid()", ()) != (pid,)
         finally:
             await reads.close()
 

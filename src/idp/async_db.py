@@ -9,7 +9,7 @@ statements (bench/README.md, "What the profiles say"), so on PostgreSQL they run
 event loop over a few psycopg `AsyncConnection`s in autocommit: a read is one round trip
 with the latest committed data (`fetch_row` for one row and `fetch_flags` for a row of
 booleans go straight through libpq); a `transaction` is BEGIN ... COMMIT (ROLLBACK if
-the block raises).
+the block raises), its statements pipelined over libpq too.
 SQLite (no network, no async driver) keeps the threaded paths.
 
 The connections are opened on first use, at most `size` of them, and closed with the
@@ -24,9 +24,10 @@ import contextlib
 import functools
 import hashlib
 import logging
+import re
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine
@@ -118,7 +119,7 @@ class AsyncDatabase:
     def transaction(self) -> Transaction:
         """`async with db.transaction() as tx:` a transaction, committed when the block
         ends, rolled back if it raises (the exception goes on). Its BEGIN travels with
-        its first statement, and its deferred statements with its COMMIT (psycopg's
+        its first statement, and its deferred statements with its COMMIT (libpq's
         pipeline mode): two round trips for a read-then-write transaction, not four."""
         return Transaction(self)
 
@@ -300,13 +301,22 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 
 class Transaction:
     """One transaction of `AsyncDatabase.transaction` (a class, not a generator-based
-    context manager: this is on the hottest path)."""
+    context manager: this is on the hottest path).
+
+    Its statements go over libpq's pipeline mode directly (`_pipeline`), as `fetch_row`
+    goes for one: each prepared once per connection (under its parameters' types, as
+    psycopg's cursor prepares it), its parameters dumped and its rows loaded by psycopg's
+    own adapters, so values come and go as through a cursor. psycopg's cursors and
+    pipeline object cost about twice the client CPU for the same round trips
+    (bench/README.md)."""
 
     def __init__(self, database: AsyncDatabase) -> None:
         self._database = database
         self._connection: Any = None
-        self._deferred: list[tuple[str, Sequence[Any] | dict[str, Any]]] = []
+        self._deferred: list[tuple[str, Sequence[Any] | Mapping[str, Any]]] = []
         self.begun = False
+        #: A pipeline failed or was interrupted: the connection is dropped, not given back.
+        self._unsettled = False
 
     async def __aenter__(self) -> Transaction:
         self._connection = await self._database._acquire()
@@ -323,63 +333,210 @@ class Transaction:
             return
         await self._abandon(exc)  # and the exception goes on
 
-    async def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> Any:
-        """The first row of `sql`, or None (the first statement carries the BEGIN)."""
-        if self.begun:
-            cursor = await self._connection.execute(sql, params)
-            return await cursor.fetchone()
-        async with self._connection.pipeline() as pipeline:
-            await self._connection.execute("BEGIN")
-            self.begun = True
-            cursor = await self._connection.execute(sql, params)
-            await pipeline.sync()
-        return await cursor.fetchone()
+    async def fetch_one(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> Any:
+        """The first row of `sql` (psycopg's parameter style), or None (the first
+        statement carries the BEGIN)."""
+        (rows,) = await self._send([(sql, params)], commit=False)
+        return rows[0] if rows else None
 
     async def fetch_all(
-        self, *statements: tuple[str, Sequence[Any] | dict[str, Any]]
-    ) -> list[list[Any]]:
-        """Every row of each of `statements` (each must return rows), sent together: one
-        round trip (with the BEGIN, if none was sent yet)."""
-        async with self._connection.pipeline() as pipeline:
-            if not self.begun:
-                await self._connection.execute("BEGIN")
-                self.begun = True
-            cursors = [await self._connection.execute(sql, params) for sql, params in statements]
-            await pipeline.sync()
-        return [await cursor.fetchall() for cursor in cursors]
+        self, *statements: tuple[str, Sequence[Any] | Mapping[str, Any]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Every row of each of `statements` (none for one that returns no rows), sent
+        together: one round trip (with the BEGIN, if none was sent yet)."""
+        return await self._send(list(statements), commit=False)
 
-    def defer(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> None:
+    def defer(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> None:
         """Send `sql` with the COMMIT (its failure fails the commit, and the block)."""
         self._deferred.append((sql, params))
 
     async def _commit(self) -> None:
-        if not self.begun:
-            if not self._deferred:
-                return
-            self._deferred.insert(0, ("BEGIN", ()))
-            self.begun = True
-        async with self._connection.pipeline():
-            for sql, params in self._deferred:
-                await self._connection.execute(sql, params)
-            await self._connection.execute("COMMIT")
-        self._deferred.clear()
-        self.begun = False
+        if self.begun or self._deferred:
+            await self._send(self._deferred, commit=True)
+            self._deferred.clear()
+
+    async def _send(
+        self, statements: list[tuple[str, Sequence[Any] | Mapping[str, Any]]], *, commit: bool
+    ) -> list[list[tuple[Any, ...]]]:
+        connection = self._connection
+        # Every value is dumped before anything is sent: one that cannot be raises here,
+        # with the connection as it was.
+        commands, adapt = _commands(connection, statements)
+        self._unsettled = True  # until the pipeline has answered, and answered well
+        rows = await _pipeline(
+            connection,
+            self._database._prepared_on(connection),
+            commands,
+            adapt,
+            begin=not self.begun,
+            commit=commit,
+        )
+        self._unsettled = False
+        self.begun = not commit
+        return rows
 
     async def _abandon(self, exc: BaseException) -> None:
-        """Roll back and give the connection back, or drop it when its state is unknown."""
+        """After an error of the block's own (the caller's, or a value that could not be
+        dumped), roll back and give the connection back. After one of a statement's, or
+        a pipeline interrupted (cancelled, the connection lost), drop the connection: its
+        state is unknown, or its transaction failed."""
         import psycopg
 
         connection = self._connection
-        broken = isinstance(exc, psycopg.Error | asyncio.CancelledError) or connection.broken
+        broken = self._unsettled or connection.broken
         if not broken and self.begun:
             try:
-                await connection.execute("ROLLBACK")
-            except psycopg.Error:
-                broken = True
+                broken = not await _rolled_back(connection.pgconn)
+            except BaseException:
+                await self._database._discard(connection, failed=True)
+                raise
         if broken:
             await self._database._discard(connection, failed=isinstance(exc, psycopg.Error))
         else:
             await self._database._release(connection)  # rolled back, clean
+
+
+#: One statement of a pipeline: its prepared name, its SQL with `$n` parameters, their
+#: types and their values as text.
+_Command = tuple[bytes, bytes, tuple[int, ...], Sequence[Any]]
+
+
+def _commands(
+    connection: Any, statements: list[tuple[str, Sequence[Any] | Mapping[str, Any]]]
+) -> tuple[list[_Command], Any]:
+    """`statements` ready to send, and the adapters that dumped them (which load the
+    rows)."""
+    from psycopg.adapt import PyFormat, Transformer
+
+    adapt = Transformer(connection)
+    commands: list[_Command] = []
+    for sql, params in statements:
+        query, names = _numbered(sql)
+        if names is None:
+            values = list(cast("Sequence[Any]", params))
+        else:
+            values = [cast("Mapping[str, Any]", params)[name] for name in names]
+        dumped = adapt.dump_sequence(values, [PyFormat.TEXT] * len(values))
+        types = tuple(adapt.types or ())
+        commands.append((_prepared_name(sql, types), query, types, dumped))
+    return commands, adapt
+
+
+async def _pipeline(
+    connection: Any,
+    prepared: set[bytes],
+    commands: list[_Command],
+    adapt: Any,
+    *,
+    begin: bool,
+    commit: bool,
+) -> list[list[tuple[Any, ...]]]:
+    """`commands` in one round trip over libpq's pipeline mode (with a BEGIN before them
+    and a COMMIT after, if asked), each prepared first on a connection that has not yet
+    prepared it; the rows of each. An error of any raises psycopg's error for it (the
+    ones after it were not run)."""
+    from psycopg import OperationalError, errors, pq
+
+    pgconn = connection.pgconn
+    preparing: list[bytes] = []
+    rows_of: list[bool] = []  # per command sent: are its rows the caller's?
+    pgconn.enter_pipeline_mode()
+    if begin:
+        pgconn.send_query_params(b"BEGIN", None)
+        rows_of.append(False)
+    for name, query, types, values in commands:
+        if name not in prepared and name not in preparing:
+            pgconn.send_prepare(name, query, param_types=types)
+            preparing.append(name)
+            rows_of.append(False)
+        pgconn.send_query_prepared(name, values)
+        rows_of.append(True)
+    if commit:
+        pgconn.send_query_params(b"COMMIT", None)
+        rows_of.append(False)
+    pgconn.pipeline_sync()
+    results = await _pipeline_results(pgconn)
+    pgconn.exit_pipeline_mode()
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(result, encoding=connection.info.encoding)
+    if len(results) != len(rows_of):
+        raise OperationalError(f"{len(results)} results for {len(rows_of)} commands")
+    prepared.update(preparing)
+    answers: list[list[tuple[Any, ...]]] = []
+    for result, wanted in zip(results, rows_of, strict=True):
+        if not wanted:
+            continue
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            answers.append([])
+            continue
+        adapt.set_pgresult(result)
+        answers.append(adapt.load_rows(0, result.ntuples, tuple))
+    return answers
+
+
+async def _pipeline_results(pgconn: Any) -> list[Any]:
+    """Send what libpq holds and read the pipeline's results up to its sync point: one
+    per command (each command's results end with None, which is passed over)."""
+    from psycopg import pq
+
+    loop = asyncio.get_running_loop()
+    while pgconn.flush():  # 1: the socket's buffer is full, the rest waits
+        await _ready(loop, pgconn.socket, write=True)
+    results: list[Any] = []
+    while True:
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            result = pgconn.get_result()
+            if result is None:
+                continue
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                return results
+            results.append(result)
+        await _ready(loop, pgconn.socket, write=False)
+
+
+async def _rolled_back(pgconn: Any) -> bool:
+    """ROLLBACK on an idle connection in a transaction; whether it answered as it should."""
+    from psycopg import pq
+
+    pgconn.send_query_params(b"ROLLBACK", None)
+    result = await _result(pgconn)
+    return bool(result.status == pq.ExecStatus.COMMAND_OK)
+
+
+#: psycopg's placeholders: `%(name)s`, `%s`, and `%%` for a literal `%`.
+_PLACEHOLDER = re.compile(r"%(?:\((\w+)\)s|s|%)")
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | None]:
+    """`sql` in psycopg's parameter style as libpq takes it (`$1`, `$2`, ...), and the
+    names of its parameters in that order (None when they are positional, `%s`)."""
+    names: dict[str, int] = {}
+    positional = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal positional
+        text, name = match.group(0), match.group(1)
+        if text == "%%":
+            return "%"
+        if name is None:
+            positional += 1
+            return f"${positional}"
+        return f"${names.setdefault(name, len(names) + 1)}"
+
+    query = _PLACEHOLDER.sub(number, sql)
+    if names and positional:
+        raise ValueError("named and positional parameters in one statement")
+    return query.encode(), (tuple(names) if names or not positional else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_name(sql: str, types: tuple[int, ...]) -> bytes:
+    """The name a transaction's statement is prepared under, for its parameters' types
+    (psycopg's own cursor prepares by both, too)."""
+    return _statement_name(f"{sql}\x00{types}")
 
 
 def async_db(services: Services) -> AsyncDatabase:
