@@ -5,7 +5,8 @@ session (single sign-on), answers `prompt=none` with an error, or stores a login
 transaction and sends the browser to the hosted pages. `resume` picks the completed
 transaction up and issues the code. Both run in a worker thread with the request's
 database session bound; they return an outcome the route turns into a response. On
-PostgreSQL the usual resume is answered on the event loop instead (`resume_on_loop`).
+PostgreSQL the usual request (no session cookie) and the usual resume are answered on the
+event loop instead (`start_on_loop`, `resume_on_loop`).
 """
 
 from __future__ import annotations
@@ -159,6 +160,80 @@ def start(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
     session = current_session(
         db, cookie_value=data.cookies.get(session_cookie_name(settings)), settings=settings, now=now
     )
+    decided = _decide(server, data, session, now=now)
+    if not isinstance(decided, _SignInNeeded):
+        return decided
+    txid = transactions.create_transaction(
+        db,
+        client_id=decided.client_id,
+        params=decided.params,
+        stage=decided.stage,
+        account_id=decided.account_id,
+        now=now,
+        lifetime_seconds=settings.login_transaction_seconds,
+    )
+    return _to_sign_in(txid)
+
+
+async def start_on_loop(server: IdpAuthorizationServer, data: RequestData) -> Outcome | None:
+    """The usual `/authorize` on the event loop, without a worker thread or a session
+    (PostgreSQL, a cached client, a browser with no session cookie): the request
+    validated by Authlib as `start` validates it, and the login transaction inserted in
+    one round trip (`idp.async_db`). Errors are answered here as `start` answers them:
+    without a session none needs the database.
+
+    None sends the request to `start`, with nothing written: a session cookie (the
+    session is read, and may sign the person in), an `id_token_hint` (verified against
+    the keyring, which may need reloading), or a client that is not cached."""
+    engine, settings = server.services.engine, server.settings
+    if (
+        engine.dialect.name != "postgresql"
+        or data.cookies.get(session_cookie_name(settings))
+        or any(key == "id_token_hint" for key, _ in (*data.query, *data.form))
+    ):
+        return None
+    now = server.now()
+    try:
+        decided = _decide(server, data, None, now=now)
+    except NoDatabaseBoundError:
+        return None  # the client is not cached: `start` reads it
+    if not isinstance(decided, _SignInNeeded):
+        return decided
+    txid, insert = transactions.create_statement(
+        engine.dialect,
+        client_id=decided.client_id,
+        params=decided.params,
+        stage=decided.stage,
+        account_id=decided.account_id,
+        now=now,
+        lifetime_seconds=settings.login_transaction_seconds,
+    )
+    async with async_db(server.services).transaction() as transaction:
+        transaction.defer(*insert)
+    return _to_sign_in(txid)
+
+
+@dataclass(frozen=True)
+class _SignInNeeded:
+    """`_decide`'s answer when the person must sign in, step up or consent: the login
+    transaction to store."""
+
+    client_id: str
+    params: dict[str, str]
+    stage: str
+    account_id: str | None
+
+
+def _decide(
+    server: IdpAuthorizationServer,
+    data: RequestData,
+    session: BrowserSession | None,
+    *,
+    now: dt.datetime,
+) -> Outcome | _SignInNeeded:
+    """What `/authorize` answers for the browser's live `session` (None: none): a code
+    from the session (single sign-on), an error, or the sign-in to start. Reads nothing
+    itself; Authlib's validation reads the client unless it is cached."""
     user = _authentication(session) if session is not None else None
     params: dict[str, str] = {}
     try:
@@ -194,16 +269,15 @@ def start(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
             return ClientResponse(uri, code_params, response_mode_of(params))
     except OAuth2Error as error:
         return _fail(error, params or dict(_first_values(data)))
-    stage = "password" if login else ("mfa" if step_up else "consent")
-    txid = transactions.create_transaction(
-        db,
+    return _SignInNeeded(
         client_id=client.get_client_id(),
         params=params,
-        stage=stage,
+        stage="password" if login else ("mfa" if step_up else "consent"),
         account_id=None if login or session is None else session.account_id,
-        now=now,
-        lifetime_seconds=settings.login_transaction_seconds,
     )
+
+
+def _to_sign_in(txid: str) -> SignInRedirect:
     return SignInRedirect(f"/signin?{urlencode({'tx': txid})}")
 
 

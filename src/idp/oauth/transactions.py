@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from idp.accounts.sessions import MAX_COOKIE_LENGTH
 from idp.crypto import new_token, token_digest
-from idp.db import driver_sql
+from idp.db import driver_sql, driver_values
 from idp.models import Account, BrowserSession, LoginTransaction, column_attributes
 
 #: Parameters never stored: refused anyway, and potentially large.
@@ -22,9 +22,20 @@ _MAX_TXID_LENGTH = 128
 
 
 _TABLE = cast(Table, LoginTransaction.__table__)
-#: `create_transaction`'s INSERT, built once (and its cache key with it); the columns not
-#: given are NULL.
-_INSERT = insert(_TABLE)
+#: The columns a new transaction is given (`_new_row`); the others are NULL.
+_NEW_KEYS = (
+    "id_hash",
+    "client_id",
+    "params",
+    "csrf_token",
+    "account_id",
+    "stage",
+    "amr",
+    "created_at",
+    "expires_at",
+)
+#: `create_transaction`'s INSERT, built once (and its cache key with it).
+_INSERT = insert(_TABLE).values({name: bindparam(name) for name in _NEW_KEYS})
 #: The attribute of each of the table's columns, in the table's order.
 TRANSACTION_KEYS = column_attributes(LoginTransaction)
 
@@ -48,24 +59,65 @@ def create_transaction(
 ) -> str:
     """Store the validated request; returns the `txid` for `/signin?tx=` (only its
     digest is stored)."""
-    txid = new_token(32)
+    txid, row = _new_row(
+        client_id=client_id,
+        params=params,
+        stage=stage,
+        account_id=account_id,
+        now=now,
+        lifetime_seconds=lifetime_seconds,
+    )
     # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
     # flush at commit cost more CPU than the statement.
-    db.connection().execute(
-        _INSERT,
-        {
-            "id_hash": token_digest(txid),
-            "client_id": client_id,
-            "params": {k: v for k, v in params.items() if k not in _DROPPED},
-            "csrf_token": new_token(32),
-            "account_id": account_id,
-            "stage": stage,
-            "amr": [],
-            "created_at": now,
-            "expires_at": now + dt.timedelta(seconds=lifetime_seconds),
-        },
-    )
+    db.connection().execute(_INSERT, row)
     return txid
+
+
+def create_statement(
+    dialect: Dialect,
+    *,
+    client_id: str,
+    params: Mapping[str, str],
+    stage: str,
+    account_id: str | None,
+    now: dt.datetime,
+    lifetime_seconds: int,
+) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """`create_transaction`'s `txid` and its INSERT as PostgreSQL driver SQL and
+    parameters, for `/authorize` on the event loop (`authorize.start_on_loop`)."""
+    txid, row = _new_row(
+        client_id=client_id,
+        params=params,
+        stage=stage,
+        account_id=account_id,
+        now=now,
+        lifetime_seconds=lifetime_seconds,
+    )
+    return txid, (driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, row))
+
+
+def _new_row(
+    *,
+    client_id: str,
+    params: Mapping[str, str],
+    stage: str,
+    account_id: str | None,
+    now: dt.datetime,
+    lifetime_seconds: int,
+) -> tuple[str, dict[str, Any]]:
+    """A new transaction's id and the values of its row (`_NEW_KEYS`)."""
+    txid = new_token(32)
+    return txid, {
+        "id_hash": token_digest(txid),
+        "client_id": client_id,
+        "params": {k: v for k, v in params.items() if k not in _DROPPED},
+        "csrf_token": new_token(32),
+        "account_id": account_id,
+        "stage": stage,
+        "amr": [],
+        "created_at": now,
+        "expires_at": now + dt.timedelta(seconds=lifetime_seconds),
+    }
 
 
 #: `find_transaction`'s read, built once.

@@ -40,7 +40,9 @@ async def authorize_endpoint(request: Request) -> Response:
     """Authorization endpoint (RFC 6749 3.1, OIDC Core 3.1.2)."""
     server = _server(request)
     data = await RequestData.read(request)
-    outcome = await server.run(authorize.start, server, data)
+    outcome = await authorize.start_on_loop(server, data)
+    if outcome is None:
+        outcome = await server.run(authorize.start, server, data)
     return _authorize_response(request, outcome)
 
 
