@@ -21,8 +21,7 @@ PARAMS = {"client_id": "app", "redirect_uri": "https://app.example/cb", "scope":
 
 def _new(services: Services, *, completed: bool, account_id: str | None = None) -> str:
     with services.sessions.begin() as db:
-        txid = transactions.create_transaction(
-            db,
+        txid, row = transactions.new_transaction(
             client_id="app",
             params={**PARAMS, "request": "dropped"},
             stage="password",
@@ -30,6 +29,7 @@ def _new(services: Services, *, completed: bool, account_id: str | None = None) 
             now=NOW,
             lifetime_seconds=600,
         )
+        transactions.insert_transaction(db, row)
         if completed:
             db.execute(
                 update(LoginTransaction)

@@ -163,15 +163,8 @@ def start(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
     decided = _decide(server, data, session, now=now)
     if not isinstance(decided, _SignInNeeded):
         return decided
-    txid = transactions.create_transaction(
-        db,
-        client_id=decided.client_id,
-        params=decided.params,
-        stage=decided.stage,
-        account_id=decided.account_id,
-        now=now,
-        lifetime_seconds=settings.login_transaction_seconds,
-    )
+    txid, row = decided.transaction(now=now, lifetime_seconds=settings.login_transaction_seconds)
+    transactions.insert_transaction(db, row)
     return _to_sign_in(txid)
 
 
@@ -199,17 +192,9 @@ async def start_on_loop(server: IdpAuthorizationServer, data: RequestData) -> Ou
         return None  # the client is not cached: `start` reads it
     if not isinstance(decided, _SignInNeeded):
         return decided
-    txid, insert = transactions.create_statement(
-        engine.dialect,
-        client_id=decided.client_id,
-        params=decided.params,
-        stage=decided.stage,
-        account_id=decided.account_id,
-        now=now,
-        lifetime_seconds=settings.login_transaction_seconds,
-    )
+    txid, row = decided.transaction(now=now, lifetime_seconds=settings.login_transaction_seconds)
     async with async_db(server.services).transaction() as transaction:
-        transaction.defer(*insert)
+        transaction.defer(*transactions.insert_statement(engine.dialect, row))
     return _to_sign_in(txid)
 
 
@@ -222,6 +207,17 @@ class _SignInNeeded:
     params: dict[str, str]
     stage: str
     account_id: str | None
+
+    def transaction(self, *, now: dt.datetime, lifetime_seconds: int) -> tuple[str, dict[str, Any]]:
+        """Its `txid` and row (`transactions.new_transaction`)."""
+        return transactions.new_transaction(
+            client_id=self.client_id,
+            params=self.params,
+            stage=self.stage,
+            account_id=self.account_id,
+            now=now,
+            lifetime_seconds=lifetime_seconds,
+        )
 
 
 def _decide(

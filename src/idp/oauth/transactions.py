@@ -22,7 +22,7 @@ _MAX_TXID_LENGTH = 128
 
 
 _TABLE = cast(Table, LoginTransaction.__table__)
-#: The columns a new transaction is given (`_new_row`); the others are NULL.
+#: The columns a new transaction is given (`new_transaction`); the others are NULL.
 _NEW_KEYS = (
     "id_hash",
     "client_id",
@@ -34,7 +34,7 @@ _NEW_KEYS = (
     "created_at",
     "expires_at",
 )
-#: `create_transaction`'s INSERT, built once (and its cache key with it).
+#: `insert_transaction`'s INSERT, built once (and its cache key with it).
 _INSERT = insert(_TABLE).values({name: bindparam(name) for name in _NEW_KEYS})
 #: The attribute of each of the table's columns, in the table's order.
 TRANSACTION_KEYS = column_attributes(LoginTransaction)
@@ -47,56 +47,7 @@ def transaction_of(values: Sequence[Any]) -> LoginTransaction:
     return LoginTransaction(**dict(zip(TRANSACTION_KEYS, values, strict=False)))
 
 
-def create_transaction(
-    db: Session,
-    *,
-    client_id: str,
-    params: Mapping[str, str],
-    stage: str,
-    account_id: str | None,
-    now: dt.datetime,
-    lifetime_seconds: int,
-) -> str:
-    """Store the validated request; returns the `txid` for `/signin?tx=` (only its
-    digest is stored)."""
-    txid, row = _new_row(
-        client_id=client_id,
-        params=params,
-        stage=stage,
-        account_id=account_id,
-        now=now,
-        lifetime_seconds=lifetime_seconds,
-    )
-    # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
-    # flush at commit cost more CPU than the statement.
-    db.connection().execute(_INSERT, row)
-    return txid
-
-
-def create_statement(
-    dialect: Dialect,
-    *,
-    client_id: str,
-    params: Mapping[str, str],
-    stage: str,
-    account_id: str | None,
-    now: dt.datetime,
-    lifetime_seconds: int,
-) -> tuple[str, tuple[str, dict[str, Any]]]:
-    """`create_transaction`'s `txid` and its INSERT as PostgreSQL driver SQL and
-    parameters, for `/authorize` on the event loop (`authorize.start_on_loop`)."""
-    txid, row = _new_row(
-        client_id=client_id,
-        params=params,
-        stage=stage,
-        account_id=account_id,
-        now=now,
-        lifetime_seconds=lifetime_seconds,
-    )
-    return txid, (driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, row))
-
-
-def _new_row(
+def new_transaction(
     *,
     client_id: str,
     params: Mapping[str, str],
@@ -105,7 +56,9 @@ def _new_row(
     now: dt.datetime,
     lifetime_seconds: int,
 ) -> tuple[str, dict[str, Any]]:
-    """A new transaction's id and the values of its row (`_NEW_KEYS`)."""
+    """A new login transaction for the validated request: the `txid` for `/signin?tx=`
+    (only its digest is stored) and the values of its row, for `insert_transaction` or
+    `insert_statement`."""
     txid = new_token(32)
     return txid, {
         "id_hash": token_digest(txid),
@@ -118,6 +71,19 @@ def _new_row(
         "created_at": now,
         "expires_at": now + dt.timedelta(seconds=lifetime_seconds),
     }
+
+
+def insert_transaction(db: Session, row: Mapping[str, Any]) -> None:
+    """Store `row` (`new_transaction`'s)."""
+    # A Core INSERT, sent now: nothing reads the row back in this request, and the ORM's
+    # flush at commit cost more CPU than the statement.
+    db.connection().execute(_INSERT, dict(row))
+
+
+def insert_statement(dialect: Dialect, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`insert_transaction`'s INSERT as PostgreSQL driver SQL and parameters, for
+    `/authorize` on the event loop (`authorize.start_on_loop`)."""
+    return driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, row)
 
 
 #: `find_transaction`'s read, built once.

@@ -108,17 +108,8 @@ async def submit(
             for statement in sessions.start_statements(dialect, values, now=now):
                 transaction.defer(*statement)
             transaction.defer(*transactions.completed_statement(dialect, row))
-            transaction.defer(
-                *audit.insert_statement(
-                    dialect,
-                    "signin.completed",
-                    account_id=row.account_id,
-                    client_id=row.client_id,
-                    ip=ip,
-                    amr=list(row.amr),
-                    acr=row.acr,
-                )
-            )
+            event = journey.completed_event(row, ip=ip)
+            transaction.defer(*audit.insert_statement(dialect, journey.COMPLETED, **event))
     except _Threaded:
         return None  # rolled back: nothing changed
     response = transactions.see_other(transactions.page_url(tx, transactions.RESUME_PATH))

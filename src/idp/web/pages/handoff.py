@@ -53,15 +53,7 @@ def complete(
         # The session that carried this journey ended meanwhile: sign in from the start.
         row.stage, row.account_id, row.amr, row.consented_at = "password", None, [], None
         return see_other(page_url(tx, transactions.STAGE_PATHS["password"]))
-    audit.record(
-        db,
-        "signin.completed",
-        account_id=row.account_id,
-        client_id=row.client_id,
-        ip=ip,
-        amr=list(row.amr),
-        acr=row.acr,
-    )
+    audit.record(db, journey.COMPLETED, **journey.completed_event(row, ip=ip))
     response = see_other(page_url(tx, RESUME_PATH))
     set_session_cookie(response, value=finished.cookie_value, settings=settings)
     return response

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -161,3 +162,19 @@ def mark_completed(row: LoginTransaction, *, now: dt.datetime) -> None:
     row.completed_at = now
     row.stage = DONE
     row.error = None
+
+
+#: The audit event of a finished sign-in (`completed_event`).
+COMPLETED = "signin.completed"
+
+
+def completed_event(row: LoginTransaction, *, ip: str | None) -> dict[str, Any]:
+    """The fields of the `COMPLETED` audit event for `row`, finished: who, for which
+    client, from where, and how they authenticated."""
+    return {
+        "account_id": row.account_id,
+        "client_id": row.client_id,
+        "ip": ip,
+        "amr": list(row.amr),
+        "acr": row.acr,
+    }
