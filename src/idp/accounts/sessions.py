@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from idp.crypto import new_token, token_digest
 from idp.db import driver_sql, driver_values
-from idp.models import Account, BrowserSession
+from idp.models import Account, BrowserSession, from_columns
 from idp.settings import Settings
 
 #: Cookie names. `__Host-` (RFC 6265bis 4.1.3.2) pins the cookie to this exact host,
@@ -129,7 +129,7 @@ def start_session(
     # A Core INSERT, sent now (the ORM's flush cost more than the statement); the row is
     # then attached to the session as if read, so later changes to it are written.
     db.connection().execute(_INSERT, values)
-    session = BrowserSession(**values)
+    session = from_columns(BrowserSession, values)
     make_transient_to_detached(session)
     db.add(session)
     if purge_due():

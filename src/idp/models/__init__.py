@@ -2,7 +2,7 @@
 
 from idp.models.account import Account, GlobalRole, Membership, Organisation, OrgRole
 from idp.models.audit import AuditEvent
-from idp.models.base import Base, column_attributes, new_id, utcnow
+from idp.models.base import Base, column_attributes, from_columns, new_id, utcnow
 from idp.models.client import Client
 from idp.models.grant import (
     AuthorizationCode,
@@ -36,6 +36,7 @@ __all__ = [
     "TotpCredential",
     "UsedClientAssertion",
     "column_attributes",
+    "from_columns",
     "new_id",
     "utcnow",
 ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, configure_mappers
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -55,9 +56,26 @@ class Base(DeclarativeBase):
 
 def column_attributes(model: type[Base]) -> tuple[str, ...]:
     """The attribute of each of `model`'s table columns, in the table's order: the keys
-    of a Core row of the whole table (`model(**dict(zip(keys, row)))` is its object)."""
+    of a Core row of the whole table (`from_columns(model, dict(zip(keys, row)))` is its
+    object)."""
     mapper = model.__mapper__
     return tuple(mapper.get_property_by_column(column).key for column in mapper.local_table.c)
+
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+def from_columns(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
+    """An object of `model` with `values` (by attribute), as a read would set them, in
+    no session (transient): made without the constructor, whose attribute events cost
+    more CPU than the page view's own work. The way rows read with Core or the driver
+    become objects; `make_transient_to_detached` then puts one in a session as read."""
+    mapper = model.__mapper__
+    if not mapper.configured:  # the constructor would configure the mappers: do it here
+        configure_mappers()
+    instance: ModelT = mapper.class_manager.new_instance()
+    instance.__dict__.update(values)
+    return instance
 
 
 def utcnow() -> dt.datetime:

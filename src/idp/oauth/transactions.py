@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 from idp.accounts.sessions import MAX_COOKIE_LENGTH
 from idp.crypto import new_token, token_digest
 from idp.db import driver_sql, driver_values
-from idp.models import Account, BrowserSession, LoginTransaction, column_attributes
+from idp.models import (
+    Account,
+    BrowserSession,
+    LoginTransaction,
+    column_attributes,
+    from_columns,
+)
 
 #: Parameters never stored: refused anyway, and potentially large.
 _DROPPED = frozenset({"request", "request_uri"})
@@ -44,7 +50,7 @@ def transaction_of(values: Sequence[Any]) -> LoginTransaction:
     """The transaction whose columns, in the table's order, are `values` (a Core read),
     as an object in no session: nothing it is changed on is written unless it is put in
     one (`idp.web.pages.transactions.load` does)."""
-    return LoginTransaction(**dict(zip(TRANSACTION_KEYS, values, strict=False)))
+    return from_columns(LoginTransaction, dict(zip(TRANSACTION_KEYS, values, strict=False)))
 
 
 def new_transaction(
@@ -165,7 +171,7 @@ def claimed_with_session(
     objects in no session."""
     utc = [v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row]
     n = len(TRANSACTION_KEYS)
-    session = BrowserSession(**dict(zip(_SESSION_KEYS, utc[n:-1], strict=True)))
+    session = from_columns(BrowserSession, dict(zip(_SESSION_KEYS, utc[n:-1], strict=True)))
     return transaction_of(utc[:n]), session, utc[-1]
 
 

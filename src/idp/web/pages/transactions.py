@@ -29,7 +29,14 @@ from idp.app import Services
 from idp.crypto import token_digest
 from idp.db import driver_sql, driver_values
 from idp.loop_reads import NotReadAtOnce, loop_reads
-from idp.models import Client, LoginTransaction, TotpCredential, column_attributes, utcnow
+from idp.models import (
+    Client,
+    LoginTransaction,
+    TotpCredential,
+    column_attributes,
+    from_columns,
+    utcnow,
+)
 from idp.oauth.transactions import TRANSACTION_KEYS, transaction_of
 from idp.web.csrf import csrf_valid
 from idp.web.pages.forms import BadForm
@@ -185,7 +192,9 @@ def _loaded(found: Sequence[Any], now: dt.datetime, *, enrolment: bool, credenti
     authenticator: TotpCredential | None = None
     if credential and found[-len(_CREDENTIAL_KEYS)] is not None:
         values = found[-len(_CREDENTIAL_KEYS) :]
-        authenticator = TotpCredential(**dict(zip(_CREDENTIAL_KEYS, values, strict=True)))
+        authenticator = from_columns(
+            TotpCredential, dict(zip(_CREDENTIAL_KEYS, values, strict=True))
+        )
     return Loaded(row, _problem(row, now), client, enrolled, authenticator)
 
 
