@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,12 @@ def driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[s
         order = tuple(sql.positiontup) if sql.positional and sql.positiontup else None
         compiled = _DRIVER_SQL[key] = (sql.string, order)
     return compiled
+
+
+def in_utc(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row read by the driver directly with its timestamps in UTC, as a session reads
+    them (`UTCDateTime`): psycopg gives them in the connection's time zone."""
+    return tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
 
 
 def driver_values(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:

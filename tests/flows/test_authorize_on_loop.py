@@ -208,6 +208,8 @@ def test_an_id_token_hint_is_checked_as_ever(
         code=issued["code"],
         code_verifier=VERIFIER,
     )
-    hinted = _authorize(live_server, app, browser, id_token_hint=token["id_token"])
+    with statements(live_server) as sent:
+        hinted = _authorize(live_server, app, browser, id_token_hint=token["id_token"])
+    assert "INSERT" in sent  # the transaction, stored by the thread's session
     assert hinted.status_code == 303
     assert hinted.headers["location"].startswith("/signin?tx=")

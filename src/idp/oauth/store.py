@@ -31,7 +31,7 @@ from sqlalchemy.sql import ClauseElement
 
 from idp.accounts import audit
 from idp.crypto import token_digest
-from idp.db import driver_sql, driver_values, libpq_dialect
+from idp.db import driver_sql, driver_values, in_utc, libpq_dialect
 from idp.models import (
     Account,
     AuthorizationCode,
@@ -171,7 +171,7 @@ def code_redeem_query(
 
 def redeemed_from_row(row: Sequence[Any], *, now: dt.datetime) -> RedeemedCode | None:
     """A row of `code_redeem_query` as read by the driver; None when the code expired."""
-    utc = tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
+    utc = in_utc(row)
     return _redeemed(utc, now=now)
 
 
@@ -417,7 +417,7 @@ def refresh_rotation_query(
 
 def claimed_from_row(row: Sequence[Any]) -> Claimed:
     """A row of `refresh_rotation_query` as read by the driver (no SQLAlchemy types)."""
-    utc = tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
+    utc = in_utc(row)
     return _claimed(utc[:3], utc[3:])
 
 

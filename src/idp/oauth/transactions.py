@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from idp.accounts.sessions import MAX_COOKIE_LENGTH
 from idp.crypto import new_token, token_digest
-from idp.db import driver_sql, driver_values
+from idp.db import driver_sql, driver_values, in_utc
 from idp.models import (
     Account,
     BrowserSession,
@@ -169,7 +169,7 @@ def claimed_with_session(
     """A row of `claim_from_session_query` as read by the driver (timestamps in UTC): the
     claimed transaction, the browser's session and its account's `disabled_at`, the
     objects in no session."""
-    utc = [v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row]
+    utc = in_utc(row)
     n = len(TRANSACTION_KEYS)
     session = from_columns(BrowserSession, dict(zip(_SESSION_KEYS, utc[n:-1], strict=True)))
     return transaction_of(utc[:n]), session, utc[-1]

@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 
 from idp.app import Services
 from idp.crypto import token_digest
-from idp.db import driver_sql, driver_values
+from idp.db import driver_sql, driver_values, in_utc
 from idp.loop_reads import NotReadAtOnce, loop_reads
 from idp.models import (
     Client,
@@ -213,8 +213,7 @@ def loaded_from_driver(found: Sequence[Any], *, now: dt.datetime) -> Loaded:
     """A row of `locked_load_statement` as read by the driver (timestamps then in UTC, as
     a session reads them), the objects in no session: nothing changed on them is written
     but by `completed_statement`."""
-    utc = [v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in found]
-    return _loaded(utc, now, enrolment=False, credential=True)
+    return _loaded(in_utc(found), now, enrolment=False, credential=True)
 
 
 def _in_session(db: Session, row: LoginTransaction) -> LoginTransaction:
