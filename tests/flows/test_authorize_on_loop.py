@@ -28,10 +28,10 @@ from tests.flows.oidc import (
     pkce_pair,
     redirect_params,
     register_client,
-    register_person,
     signed_in_browser,
     verify_id_token,
 )
+from tests.flows.pages import on_postgresql
 from tests.flows.signin import complete_sign_in, start_sign_in
 from tests.flows.test_statement_counts import statements
 
@@ -48,18 +48,9 @@ def app(live_server: LiveServer) -> RegisteredClient:
 
 
 @pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
-
-
-@pytest.fixture
 def browser() -> Iterator[httpx.Client]:
     with httpx.Client(follow_redirects=False) as client:
         yield client
-
-
-def on_postgresql(server: LiveServer) -> bool:
-    return server.services.engine.dialect.name == "postgresql"
 
 
 def tx_of(response: httpx.Response) -> str:

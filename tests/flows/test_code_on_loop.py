@@ -22,7 +22,7 @@ from idp.accounts import totp
 from idp.accounts.sessions import session_cookie_name
 from idp.accounts.throttle import make_throttle
 from idp.crypto import token_digest
-from idp.models import AuditEvent, BrowserSession, LoginTransaction, TotpCredential, utcnow
+from idp.models import BrowserSession, TotpCredential, utcnow
 from idp.oauth.acr import ACR_MFA
 from tests.conftest import LiveServer, start_live_server
 from tests.flows.oidc import (
@@ -35,31 +35,9 @@ from tests.flows.oidc import (
     signed_in_browser,
     verify_id_token,
 )
+from tests.flows.pages import NOW, events, on_postgresql, transaction
 from tests.flows.signin import parse_page, start_sign_in
 from tests.flows.test_statement_counts import statements
-
-#: The pages' clock in these tests, so codes and the failure budget's delays are exact.
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
-
-
-@pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
-
-
-@pytest.fixture
-def clock(live_server: LiveServer) -> Iterator[list[dt.datetime]]:
-    """The pages' clock, frozen at `NOW` (tests move it by setting `clock[0]`)."""
-    now = [NOW]
-    live_server.services.extras["clock"] = lambda: now[0]
-    yield now
-    live_server.services.extras.pop("clock", None)
-
 
 _BROWSERS: list[httpx.Client] = []
 
@@ -123,10 +101,6 @@ def code_at(person: Person, now: dt.datetime) -> str:
     return totp.code_at(person.totp_secret, totp.time_step(now))
 
 
-def on_postgresql(server: LiveServer) -> bool:
-    return server.services.engine.dialect.name == "postgresql"
-
-
 def last_used_step(server: LiveServer, person: Person) -> int:
     with server.services.sessions() as db:
         credential = db.scalars(
@@ -139,21 +113,6 @@ def sessions_of(server: LiveServer, person: Person) -> list[BrowserSession]:
     with server.services.sessions() as db:
         query = select(BrowserSession).where(BrowserSession.account_id == person.account_id)
         return list(db.scalars(query.order_by(BrowserSession.created_at)))
-
-
-def transaction(server: LiveServer, tx: str) -> LoginTransaction:
-    with server.services.sessions() as db:
-        row = db.get(LoginTransaction, token_digest(tx))
-        assert row is not None
-        return row
-
-
-def events(server: LiveServer, person: Person, name: str) -> list[AuditEvent]:
-    with server.services.sessions() as db:
-        query = select(AuditEvent).where(
-            AuditEvent.account_id == person.account_id, AuditEvent.event == name
-        )
-        return list(db.scalars(query))
 
 
 def test_the_usual_code_sends_nothing_through_the_engine(live_server, app, person, clock) -> None:
@@ -186,7 +145,7 @@ def test_the_usual_code_sends_nothing_through_the_engine(live_server, app, perso
     assert row.amr == ["pwd", "otp", "mfa"]
     assert row.auth_time == password_time
     assert row.error is None
-    (event,) = events(live_server, person, "signin.completed")
+    (event,) = events(live_server, "signin.completed", account_id=person.account_id)
     assert (event.client_id, event.ip) == (app.client_id, "127.0.0.1")
     assert event.detail == {"amr": ["pwd", "otp", "mfa"], "acr": ACR_MFA}
     # And the client's tokens name that session and that sign-in.
@@ -241,7 +200,7 @@ def test_a_code_spent_already_is_refused_and_counted(live_server, app, person, c
     assert refused.headers["location"] == f"/signin/code?tx={page.tx}"
     assert "has been used already" in page.shown(live_server)
     assert sessions_of(live_server, person) == []
-    assert len(events(live_server, person, "signin.code_failed")) == 1
+    assert len(events(live_server, "signin.code_failed", account_id=person.account_id)) == 1
     throttle = make_throttle(live_server.services)
     verdict = throttle.check(kind="code", account_id=person.account_id, ip="127.0.0.1", now=NOW)
     assert verdict.resettable  # the failure was counted
@@ -256,7 +215,7 @@ def test_a_refusal_by_the_failure_budget_spends_no_code(live_server, app, person
     refused = page.post(live_server, code)
     assert refused.headers["location"] == f"/signin/code?tx={page.tx}"
     assert "Too many attempts" in page.shown(live_server)
-    assert len(events(live_server, person, "signin.throttled")) == 1
+    assert len(events(live_server, "signin.throttled", account_id=person.account_id)) == 1
     # The loop took the code's step before it read the budget: rolled back, unspent.
     assert last_used_step(live_server, person) == 0
     assert sessions_of(live_server, person) == []
@@ -308,7 +267,7 @@ def test_a_wrong_code_is_refused_and_counted(live_server, app, person, clock) ->
     refused = page.post(live_server, wrong)
     assert refused.headers["location"] == f"/signin/code?tx={page.tx}"
     assert "not right" in page.shown(live_server)
-    assert len(events(live_server, person, "signin.code_failed")) == 1
+    assert len(events(live_server, "signin.code_failed", account_id=person.account_id)) == 1
     assert last_used_step(live_server, person) == 0
 
 

@@ -25,23 +25,12 @@ from tests.flows.oidc import (
     RegisteredClient,
     oauth_client,
     redirect_params,
-    register_client,
     register_person,
     verify_id_token,
 )
+from tests.flows.pages import on_postgresql
 from tests.flows.signin import Completed, sign_in_until_resume, start_sign_in
 from tests.flows.test_statement_counts import statements
-
-
-@pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
-
-
-@pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
-
 
 _BROWSERS: list[httpx.Client] = []
 
@@ -59,10 +48,6 @@ def completed_sign_in(
     done = sign_in_until_resume(server, app, person, **params)
     _BROWSERS.append(done.browser)
     return done
-
-
-def on_postgresql(server: LiveServer) -> bool:
-    return server.services.engine.dialect.name == "postgresql"
 
 
 def redeem(server: LiveServer, app: RegisteredClient, done: Completed, code: str) -> dict:
