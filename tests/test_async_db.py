@@ -383,6 +383,32 @@ def test_fetch_row_raises_on_a_failed_statement_and_goes_on(pg_url: str) -> None
     run(main())
 
 
+def test_fetch_all_outside_a_transaction_answers_each_statement_s_rows(pg_url: str) -> None:
+    import psycopg
+
+    async def main() -> None:
+        reads = _reads(pg_url, 1)
+        try:
+            answers = await reads.fetch_all(
+                ("SELECT %s::int + 1", (41,)),
+                ("SELECT g FROM generate_series(1, %(n)s::int) AS g", {"n": 3}),
+                ("SELECT 1 WHERE false", ()),
+                ("SET LOCAL statement_timeout = 1000", ()),  # no rows: an empty list
+            )
+            assert answers == [[(42,)], [(1,), (2,), (3,)], [], []]
+            # No BEGIN: nothing is left open after the round trip.
+            (status,) = await reads.fetch_one("SELECT now() = statement_timestamp()", ())
+            assert status is True
+            # A failing statement raises its error; the pool goes on with a new connection.
+            with pytest.raises(psycopg.Error, match="division by zero"):
+                await reads.fetch_all(("SELECT 1", ()), ("SELECT 1 / %s::int", (0,)))
+            assert await reads.fetch_all(("SELECT %s::text", ("x",))) == [[("x",)]]
+        finally:
+            await reads.close()
+
+    run(main())
+
+
 def test_psycopg_placeholders_become_libpq_s_numbered_ones() -> None:
     """A transaction's statements are written for psycopg (`%(name)s`, `%s`, `%%`)."""
     numbered = async_db._numbered

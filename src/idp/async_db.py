@@ -93,6 +93,22 @@ class AsyncDatabase:
             lambda connection: _read_row(connection, self._prepared_on(connection), sql, params)
         )
 
+    async def fetch_all(
+        self, *statements: tuple[str, Sequence[Any] | Mapping[str, Any]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Every row of each of `statements` (psycopg's parameter style; none for one
+        that returns no rows), sent together outside a transaction: one round trip over
+        libpq's pipeline mode, as a `transaction`'s statements go, without its BEGIN and
+        COMMIT. For reads that need no snapshot in common, and for a single statement
+        that is atomic by itself (a data-modifying WITH)."""
+
+        async def send(connection: Any) -> list[list[tuple[Any, ...]]]:
+            commands, adapt = _commands(connection, list(statements))
+            prepared = self._prepared_on(connection)
+            return await _pipeline(connection, prepared, commands, adapt, begin=False, commit=False)
+
+        return await self._on_connection(send)
+
     async def _on_connection(self, read: Callable[[Any], Awaitable[T]]) -> T:
         """`read(connection)` on a connection of the pool, which goes back to the pool
         after, or is dropped when `read` failed or was cancelled midway (its state is

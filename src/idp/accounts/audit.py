@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Dialect, Table, bindparam, insert
+from sqlalchemy import Dialect, FromClause, Insert, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from idp.db import driver_sql, driver_values
@@ -61,6 +61,43 @@ def insert_statement(
     values = _event(event, account_id, actor_id, client_id, ip, detail)
     _log(values)
     return driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, values)
+
+
+def insert_for_each(source: FromClause) -> Insert:
+    """`record`'s INSERT of one event for each row of `source` (none when it has none),
+    returning the new rows' ids: for an event that stands or falls with another
+    statement's change, the two sent as one statement (`source` a data-modifying WITH).
+    Build it once; its parameters are `pending`'s."""
+    values = select(*(bindparam(name, type_=_TABLE.c[name].type) for name in _COLUMNS))
+    return insert(_TABLE).from_select(_COLUMNS, values.select_from(source)).returning(_TABLE.c.id)
+
+
+class Pending:
+    """An event for `insert_for_each`'s statement: its `params`, and `written()` to log
+    it once the statement has written it (nothing is logged for an event not written)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(
+        self,
+        event: str,
+        *,
+        account_id: str | None = None,
+        actor_id: str | None = None,
+        client_id: str | None = None,
+        ip: str | None = None,
+        **detail: Any,
+    ) -> None:
+        self._values = _event(event, account_id, actor_id, client_id, ip, detail)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The event's columns, as psycopg takes them."""
+        return driver_values(_TABLE, self._values)
+
+    def written(self) -> None:
+        """Log the event, now that it is in the audit trail."""
+        _log(self._values)
 
 
 def _event(

@@ -54,7 +54,7 @@ async def submit(
     if dialect.name != "postgresql" or cookie or isinstance(form, BadForm):
         return None
     code = form.get("code", "")
-    load = transactions.locked_load_statement(dialect, tx=tx)
+    load = transactions.load_statement(dialect, tx=tx, for_update=True, credential=True)
     if (
         load is None
         or totp.normalise_code(code) is None
@@ -67,7 +67,7 @@ async def submit(
             found = await transaction.fetch_one(*load)
             if found is None:
                 raise _Threaded
-            loaded = transactions.loaded_from_driver(found, now=now)
+            loaded = transactions.loaded_from_driver(found, now=now, credential=True)
             row, client, credential = loaded.row, loaded.client, loaded.credential
             assert row is not None
             if (

@@ -73,12 +73,14 @@ def stage_after_second_factor(row: LoginTransaction, client: ClientLike) -> str:
 
 
 def password_passed(row: LoginTransaction, *, account_id: str, now: dt.datetime) -> None:
-    """Record a correct password: a fresh `amr` of `pwd`, `auth_time` now."""
+    """Record a correct password: a fresh `amr` of `pwd`, `auth_time` now, and no
+    message of an earlier attempt left to show on the next page."""
     row.account_id = account_id
     row.amr = [AMR_PASSWORD]
     row.auth_time = now
     row.entered_email = None
     row.pending_totp_encrypted = None
+    row.error = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
 """The email-address-and-password page, `/signin?tx=...` (docs/login-transaction.md).
 
 No enumeration (ASVS 6.3.8): an unknown address and a wrong password get the same message
-after the same argon2 work (`verify_dummy`). Only after a correct password does a person
-learn that their account is switched off or has no address of its own (the seed
+after the same argon2 work (`password_check.verify`). Only after a correct password does a
+person learn that their account is switched off or has no address of its own (the seed
 announcement: shared addresses can no longer sign in). The failure budget is checked
 before any verification (NIST 800-63B 5.2.2) and counts per account and per client IP.
+
+On PostgreSQL the POST is read on the event loop and the usual right password written
+there too (`password_on_loop`); anything else is answered here, in a worker thread, with
+the attempt verified once on whichever path it took.
 """
 
 from __future__ import annotations
@@ -13,16 +17,14 @@ import datetime as dt
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from idp.accounts import audit
-from idp.accounts.emails import InvalidEmail, parse_email
-from idp.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
+from idp.accounts.passwords import needs_rehash
 from idp.app import Services
-from idp.models import Account, LoginTransaction, TotpCredential
+from idp.models import Account, LoginTransaction
 from idp.web import threads
-from idp.web.pages import journey, rendering, transactions
+from idp.web.pages import journey, password_on_loop, rendering, transactions
 from idp.web.pages.forms import BadForm, read_form
 from idp.web.pages.limits import (
     PASSWORD,
@@ -31,16 +33,23 @@ from idp.web.pages.limits import (
     throttle_for,
     throttle_subject,
 )
+from idp.web.pages.password_check import (
+    MAX_EMAIL_LENGTH,
+    Attempt,
+    Verified,
+    find_account,
+    legacy_hashes,
+    rehash,
+    verify,
+)
 from idp.web.pages.transactions import clock, page_url, see_other
 
 router = APIRouter(include_in_schema=False)
 
-#: RFC 5321 4.5.3.1.3: no longer address can be delivered to, so none can be an account.
-MAX_EMAIL_LENGTH = 320
-#: Accounts sharing one legacy address are few; this bounds the hashing work regardless.
-MAX_LEGACY_CANDIDATES = 5
 #: The stage this page serves.
-_HERE = frozenset({"password"})
+_HERE = password_on_loop.HERE
+#: The audit event of a correct password.
+PASSWORD_OK = password_on_loop.PASSWORD_OK
 
 
 @router.get("/signin")
@@ -97,6 +106,17 @@ async def submit_signin(request: Request) -> Response:
     services, tx = transactions.services_and_tx(request)
     form = await read_form(request)
     now, ip = clock(request), client_ip(request)
+    # On PostgreSQL, read and (for the usual right password) written on the event loop,
+    # only the hash in a worker thread.
+    checked = await password_on_loop.submit(services, tx=tx, form=form, ip=ip, now=now)
+    if isinstance(checked, Response):
+        return checked
+    if checked is not None:  # verified already: the rest of its answer is the thread's
+        attempt, verified = checked
+        return await threads.run(
+            _conclude_verified, services, tx=tx, form=form, attempt=attempt,
+            verified=verified, ip=ip, now=now,
+        )  # fmt: skip
     return await threads.run(_submit, services, tx=tx, form=form, ip=ip, now=now)
 
 
@@ -113,21 +133,59 @@ def _submit(
         opened = transactions.guard_post(db, tx=tx, form=form, here=_HERE, now=now)
         if not isinstance(opened, transactions.Opened):
             return opened
-        row = opened.row
         assert isinstance(form, dict)
-        outcome = _check(db, services, row, form=form, ip=ip, now=now)
-        if isinstance(outcome, str):
-            row.error = outcome
-            return see_other(page_url(tx, "/signin"))
-        account, has_authenticator = outcome
-        journey.password_passed(row, account_id=account.id, now=now)
-        row.stage = journey.stage_after_password(
-            row, has_authenticator=has_authenticator, settings=services.settings, now=now
-        )
-        audit.record(
-            db, "signin.password_ok", account_id=account.id, client_id=row.client_id, ip=ip
-        )
-        return see_other(page_url(tx, transactions.STAGE_PATHS[row.stage]))
+        outcome = _check(db, services, opened.row, form=form, ip=ip, now=now)
+        return _answer(db, services, opened.row, outcome, tx=tx, ip=ip, now=now)
+
+
+def _conclude_verified(
+    services: Services,
+    *,
+    tx: str,
+    form: dict[str, str] | BadForm,
+    attempt: Attempt,
+    verified: Verified,
+    ip: str | None,
+    now: dt.datetime,
+) -> Response:
+    """The answer to an attempt read and verified on the event loop
+    (`password_on_loop`) whose outcome is not the usual right password: a failure to
+    count, a refusal to explain, a hash to upgrade. Nothing is hashed again."""
+    with transactions.posting(services) as db:
+        opened = transactions.guard_post(db, tx=tx, form=form, here=_HERE, now=now)
+        if not isinstance(opened, transactions.Opened):
+            # The journey moved on meanwhile (another tab); a wrong guess still counts.
+            if verified is Verified.WRONG:
+                _failed(db, services, attempt, ip=ip, now=now)
+            return opened
+        row = opened.row
+        row.entered_email = attempt.email[:MAX_EMAIL_LENGTH]
+        # The loop hands over only attempts whose budget had nothing to reset.
+        outcome = _conclude(db, services, row, attempt, verified, resettable=False, ip=ip, now=now)
+        return _answer(db, services, row, outcome, tx=tx, ip=ip, now=now)
+
+
+def _answer(
+    db: Session,
+    services: Services,
+    row: LoginTransaction,
+    outcome: tuple[Account, bool] | str,
+    *,
+    tx: str,
+    ip: str | None,
+    now: dt.datetime,
+) -> Response:
+    """Back to the page with the message `outcome` names, or on to the next stage."""
+    if isinstance(outcome, str):
+        row.error = outcome
+        return see_other(page_url(tx, "/signin"))
+    account, has_authenticator = outcome
+    journey.password_passed(row, account_id=account.id, now=now)
+    row.stage = journey.stage_after_password(
+        row, has_authenticator=has_authenticator, settings=services.settings, now=now
+    )
+    audit.record(db, PASSWORD_OK, account_id=account.id, client_id=row.client_id, ip=ip)
+    return see_other(page_url(tx, transactions.STAGE_PATHS[row.stage]))
 
 
 def _check(
@@ -148,9 +206,7 @@ def _check(
         return "email_missing"
     if not password:
         return "password_missing"
-    account, has_authenticator = (
-        _find_account(db, email=email) if len(email) <= MAX_EMAIL_LENGTH else (None, False)
-    )
+    account, has_authenticator = find_account(db, email=email)
     throttle = throttle_for(services)
     account_id = account.id if account else None
     subject = throttle_subject(services, account_id=account_id, email=email)
@@ -159,71 +215,56 @@ def _check(
         # Refused before verifying anything, so guessing cannot go on while blocked.
         audit.record(db, "signin.throttled", account_id=account_id, ip=ip, kind=PASSWORD)
         return refusal(verdict)
-    if account is None or account.password_hash is None:
-        if _legacy_password_matches(db, email=email, password=password):
-            return "legacy_email"
-        verify_dummy(password)  # ASVS 6.3.8: the same work as a real check
-        return _failed(db, services, subject=subject, ip=ip, now=now, client=row.client_id)
-    if not verify_password(account.password_hash, password):
-        return _failed(db, services, subject=subject, ip=ip, now=now, client=row.client_id)
+    password_hash = account.password_hash if account else None
+    legacy = legacy_hashes(db, email=email) if password_hash is None else []
+    verified = verify(password_hash, legacy, password)
+    attempt = Attempt(email, password, account, has_authenticator, subject, row.client_id)
+    return _conclude(
+        db, services, row, attempt, verified, resettable=verdict.resettable, ip=ip, now=now
+    )
+
+
+def _conclude(
+    db: Session,
+    services: Services,
+    row: LoginTransaction,
+    attempt: Attempt,
+    verified: Verified,
+    *,
+    resettable: bool,
+    ip: str | None,
+    now: dt.datetime,
+) -> tuple[Account, bool] | str:
+    """What a verified attempt comes to: the account and whether it has an
+    authenticator, or the key of the message to show. Only after a correct password does
+    a person learn that their account is switched off or has no address of its own."""
+    account = attempt.account
+    if verified is Verified.LEGACY:
+        return "legacy_email"
+    if verified is Verified.WRONG or account is None or account.password_hash is None:
+        return _failed(db, services, attempt, ip=ip, now=now)
     if account.disabled or account.email is None:
         audit.record(db, "signin.refused", account_id=account.id, ip=ip, reason="disabled")
         return "disabled" if account.disabled else "legacy_email"
-    if verdict.resettable:
-        throttle.record_success(kind=PASSWORD, account_id=account.id, ip=ip, now=now)
+    if resettable:
+        throttle_for(services).record_success(kind=PASSWORD, account_id=account.id, ip=ip, now=now)
     if needs_rehash(account.password_hash):
-        # Older hashes are upgraded at the next successful sign-in (OWASP password storage).
-        account.password_hash = hash_password(password)
-    return account, has_authenticator
-
-
-#: Built once, so its compilation cache key is too.
-_ACCOUNT_BY_EMAIL_KEY = select(
-    Account, exists().where(TotpCredential.account_id == Account.id)
-).where(Account.email_key == bindparam("email_key"))
-
-
-def _find_account(db: Session, *, email: str) -> tuple[Account | None, bool]:
-    """The account whose address matches `email` in any case or Unicode form (as
-    `idp.admin.users.find_by_email`), and whether it has an authenticator: one statement."""
-    try:
-        key = parse_email(email).key
-    except InvalidEmail:
-        return None, False
-    found = db.execute(_ACCOUNT_BY_EMAIL_KEY, {"email_key": key}).one_or_none()
-    if found is None:
-        return None, False
-    return found[0], bool(found[1])
+        rehash(db, account, attempt.password)
+    return account, attempt.has_authenticator
 
 
 def _failed(
     db: Session,
     services: Services,
+    attempt: Attempt,
     *,
-    subject: str,
     ip: str | None,
     now: dt.datetime,
-    client: str,
 ) -> str:
+    subject = attempt.subject
     throttle_for(services).record_failure(kind=PASSWORD, account_id=subject, ip=ip, now=now)
     account_id = None if subject.startswith("unknown:") else subject
-    audit.record(db, "signin.password_failed", account_id=account_id, client_id=client, ip=ip)
+    audit.record(
+        db, "signin.password_failed", account_id=account_id, client_id=attempt.client_id, ip=ip
+    )
     return "credentials"
-
-
-def _legacy_password_matches(db: Session, *, email: str, password: str) -> bool:
-    """True if `password` is right for an account that only has a shared legacy address.
-
-    Such accounts cannot sign in until given an address of their own; saying so only after
-    a correct password keeps their existence from anyone who does not know the password.
-    """
-    candidates = db.scalars(
-        select(Account.password_hash)
-        .where(
-            Account.email_key.is_(None),
-            Account.password_hash.is_not(None),
-            func.lower(Account.legacy_email) == email.lower(),
-        )
-        .limit(MAX_LEGACY_CANDIDATES)
-    ).all()
-    return any(verify_password(h, password) for h in candidates if h)

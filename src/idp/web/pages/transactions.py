@@ -198,22 +198,24 @@ def _loaded(found: Sequence[Any], now: dt.datetime, *, enrolment: bool, credenti
     return Loaded(row, _problem(row, now), client, enrolled, authenticator)
 
 
-def locked_load_statement(dialect: Dialect, *, tx: str) -> tuple[str, dict[str, Any]] | None:
-    """`guard_post`'s read of the security-code page (the transaction locked, with its
-    client and authenticator) as PostgreSQL driver SQL and parameters, for the POST on the
-    event loop (`idp.web.pages.code_on_loop`); None for a `tx` that cannot be ours. Its
-    row goes to `loaded_from_driver`."""
+def load_statement(
+    dialect: Dialect, *, tx: str, for_update: bool, credential: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """`load`'s statement as PostgreSQL driver SQL and parameters, for a POST on the
+    event loop: the security code's (`idp.web.pages.code_on_loop`: locked, with the
+    authenticator) and the password's (`idp.web.pages.password_on_loop`: a plain read).
+    None for a `tx` that cannot be ours. Its row goes to `loaded_from_driver`."""
     if not tx or len(tx) > MAX_TX_LENGTH:
         return None
-    query = _load_query(enrolment=False, credential=True, for_update=True)
+    query = _load_query(enrolment=False, credential=credential, for_update=for_update)
     return driver_sql(dialect, query)[0], {"id_hash": token_digest(tx)}
 
 
-def loaded_from_driver(found: Sequence[Any], *, now: dt.datetime) -> Loaded:
-    """A row of `locked_load_statement` as read by the driver (timestamps then in UTC, as
-    a session reads them), the objects in no session: nothing changed on them is written
-    but by `completed_statement`."""
-    return _loaded(in_utc(found), now, enrolment=False, credential=True)
+def loaded_from_driver(found: Sequence[Any], *, now: dt.datetime, credential: bool) -> Loaded:
+    """A row of `load_statement` as read by the driver (timestamps then in UTC, as a
+    session reads them), the objects in no session: nothing changed on them is written
+    but by a statement of the caller's (`completed_statement`, say)."""
+    return _loaded(in_utc(found), now, enrolment=False, credential=credential)
 
 
 def _in_session(db: Session, row: LoginTransaction) -> LoginTransaction:
