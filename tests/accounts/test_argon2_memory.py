@@ -126,3 +126,63 @@ def test_passwords_verify_through_the_pool() -> None:
     assert verify_password(encoded, "a long passphrase 1")
     assert not verify_password(encoded, "a long passphrase 2")
     assert argon2_memory.pool(KIB).kept >= 1
+
+
+def test_a_slot_given_back_goes_to_the_longest_waiter() -> None:
+    """A thread that gives its slot back and at once asks again (a worker going on to its
+    next hash) waits behind those already waiting, whom `threading.Semaphore` let it pass
+    over."""
+    import threading
+    import time
+
+    from idp.accounts.argon2_memory import FairSlots
+
+    slots = FairSlots(1)
+    order: list[str] = []
+
+    def waiter(name: str) -> None:
+        with slots:
+            order.append(name)
+
+    slots.__enter__()
+    first = threading.Thread(target=waiter, args=("first",))
+    first.start()
+    while slots.waiting < 1:
+        time.sleep(0.001)
+    second = threading.Thread(target=waiter, args=("second",))
+    second.start()
+    while slots.waiting < 2:
+        time.sleep(0.001)
+    slots.__exit__()
+    with slots:  # asked again at once: behind both
+        order.append("again")
+    first.join(5)
+    second.join(5)
+    assert order == ["first", "second", "again"]
+    assert slots.waiting == 0
+    with slots:  # and free again: taken at once
+        assert slots.waiting == 0
+
+
+def test_slots_admit_no_more_holders_than_their_size() -> None:
+    import threading
+    import time
+
+    from idp.accounts.argon2_memory import FairSlots
+
+    slots, lock = FairSlots(2), threading.Lock()
+    holding, most = 0, 0
+
+    def hold(_: int) -> None:
+        nonlocal holding, most
+        with slots:
+            with lock:
+                holding += 1
+                most = max(most, holding)
+            time.sleep(0.002)
+            with lock:
+                holding -= 1
+
+    with ThreadPoolExecutor(6) as threads:
+        list(threads.map(hold, range(30)))
+    assert most == 2

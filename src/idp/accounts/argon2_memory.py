@@ -10,7 +10,8 @@ top of the hash's own 21 ms (bench/README.md).
 Here the memory comes from a small pool instead, through the allocation hooks of Argon2's
 `argon2_context` (argon2-cffi's `core`): at most one verification per core runs at once
 (more would only share the cores and each hold 19 MiB), on one of as many buffers,
-allocated on first use and kept. Argon2 wipes its working memory before handing it back
+allocated on first use and kept. A verification waits its turn in order of arrival
+(`FairSlots`). Argon2 wipes its working memory before handing it back
 (`clear_internal_memory`), so a buffer at rest holds nothing of a password. Working memory
 of any other size (a hash made with other parameters, waiting for its rehash) is allocated
 for that verification alone. The result is compared in constant time (`hmac`), as
@@ -24,6 +25,7 @@ import binascii
 import hmac
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +67,51 @@ def _decode(encoded: str) -> _Decoded:
     return _Decoded(parameters, _b64(salt), _b64(digest))
 
 
+class FairSlots:
+    """At most `size` holders at once, admitted in order of arrival: a slot given back is
+    handed to the longest waiter directly.
+
+    `threading.Semaphore` lets a thread that gives a slot back and at once asks again (a
+    worker thread going on to its next hash) take it before the waiter it woke, which
+    still needs the GIL to run; the waiter then queues again at the back. Under steady
+    load a few sign-ins were passed over like that for seconds (bench/README.md).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        #: One lock per waiter, held until its turn comes (released by the slot's holder).
+        self._waiters: deque[threading.Lock] = deque()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._free:  # a free slot means nobody waits: a slot is never left free
+                self._free -= 1  # while someone does
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        turn.acquire()  # the slot is ours once its holder hands it over
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()  # handed over: still taken
+            else:
+                self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        """How many wait for a slot."""
+        return len(self._waiters)
+
+
 class WorkingMemory:
     """Up to `size` buffers of `block_bytes` each, one per verification in progress."""
 
     def __init__(self, size: int, block_bytes: int) -> None:
         self.block_bytes = block_bytes
-        self._slots = threading.BoundedSemaphore(size)
+        self._slots = FairSlots(size)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         #: The buffer Argon2 is given in this thread, while it runs.
