@@ -89,25 +89,34 @@ def parse_forms(html: str) -> _Forms:
 
 # ------------------------------------------------------------------------------- users
 class UserPicker:
-    """Hands out users whose TOTP code for the current time step is still unused."""
+    """Hands out users whose TOTP code for the current time step is still unused, and
+    who are in no other flow: a flow picked at the end of one step may send its code in
+    the next, and must not share that step's code with a flow picked in it."""
 
     def __init__(self, users: list[BenchUser]) -> None:
         self.users = users
         self.last_step: dict[str, int] = {}
+        self.in_flight: set[str] = set()
         self.next = 0
         self.waits = 0
 
     async def pick(self) -> BenchUser:
+        """The next free user, marked in flight until `release`."""
         while True:
             step = int(time.time()) // STEP
             for _ in range(len(self.users)):
                 u = self.users[self.next]
                 self.next = (self.next + 1) % len(self.users)
-                if self.last_step.get(u.id, -1) < step:
+                if self.last_step.get(u.id, -1) < step and u.id not in self.in_flight:
                     self.last_step[u.id] = step
+                    self.in_flight.add(u.id)
                     return u
             self.waits += 1  # pool exhausted for this step: wait for the next one
             await asyncio.sleep((step + 1) * STEP - time.time() + 0.05)
+
+    def release(self, user: BenchUser) -> None:
+        """`user`'s flow is over (done or failed)."""
+        self.in_flight.discard(user.id)
 
     def code(self, user: BenchUser) -> str:
         step = max(int(time.time()) // STEP, self.last_step.get(user.id, 0))
@@ -168,15 +177,18 @@ class Driver:
         """One complete flow for the next free user."""
         user = await self.picker.pick()
         started = time.perf_counter()
-        async with self.oauth() as oauth:
-            url, state, verifier, nonce = self.authorization_url(oauth)
-            r = await oauth.request("GET", url, follow_redirects=False, withhold_token=True)
-            back = await self._walk(oauth, r, user)
-            token = await self._redeem(oauth, back, state, verifier)
-            claims = self.validate_id_token(token, nonce)
-            return FlowResult(
-                token, claims, httpx.Cookies(oauth.cookies), time.perf_counter() - started
-            )
+        try:
+            async with self.oauth() as oauth:
+                url, state, verifier, nonce = self.authorization_url(oauth)
+                r = await oauth.request("GET", url, follow_redirects=False, withhold_token=True)
+                back = await self._walk(oauth, r, user)
+                token = await self._redeem(oauth, back, state, verifier)
+                claims = self.validate_id_token(token, nonce)
+                return FlowResult(
+                    token, claims, httpx.Cookies(oauth.cookies), time.perf_counter() - started
+                )
+        finally:
+            self.picker.release(user)
 
     async def _walk(self, oauth: AsyncOAuth2Client, r: httpx.Response, user: BenchUser) -> str:
         """Follow redirects and fill pages until the provider sends the browser back."""
@@ -214,7 +226,7 @@ class Driver:
                 follow_redirects=False,
                 withhold_token=True,
             )
-        raise FlowError("too many steps")
+        raise FlowError(f"too many steps, the last on {r.url.path}")
 
     async def _redeem(
         self, oauth: AsyncOAuth2Client, back: str, state: str, verifier: str

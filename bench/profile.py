@@ -88,6 +88,8 @@ def main() -> None:
                     run_flows(state.driver, concurrency=load.browsers, duration=args.seconds + 2)
                 )
                 result["wrk"] = f"{run.flows} flows in {run.seconds:.1f} s, {run.failures} failed"
+                if run.errors:  # what went wrong, so a failing flow is not only a count
+                    result["wrk"] += "\nfirst failures: " + "; ".join(run.errors[:3])
 
         else:
             wrk_args = _wrk_args(state, args.scenario, plan, load)
