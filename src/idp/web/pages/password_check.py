@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Select, Table, bindparam, exists, func, select, update
+from sqlalchemy import (
+    Dialect,
+    Integer,
+    Select,
+    String,
+    Table,
+    bindparam,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from idp.accounts.emails import InvalidEmail, parse_email
@@ -121,9 +132,9 @@ _LEGACY_HASHES: Select[Any] = (
     .where(
         _ACCOUNTS.c.email_key.is_(None),
         _ACCOUNTS.c.password_hash.is_not(None),
-        func.lower(_ACCOUNTS.c.legacy_email) == bindparam("email"),
+        func.lower(_ACCOUNTS.c.legacy_email) == bindparam("email", type_=String()),
     )
-    .limit(bindparam("limit"))
+    .limit(bindparam("limit", type_=Integer()))
 )
 
 
