@@ -3,7 +3,8 @@ every way it hands over to a worker thread: each attempt is hashed exactly once 
 path it takes, every address takes the same path until its verdict, and a journey that
 changed while its hash ran is not overwritten.
 
-On SQLite every POST is the threaded one; the same tests check that it answers alike.
+On SQLite every POST is the threaded one, which reads, hashes and writes the same way
+(no lock held across the hash either); the same tests check that it answers alike.
 """
 
 from __future__ import annotations
@@ -101,13 +102,6 @@ def failures_counted(server: LiveServer, account_id: str) -> bool:
         kind="password", account_id=account_id, ip="127.0.0.1", now=NOW
     )
     return verdict.resettable
-
-
-def on_the_loop_only(server: LiveServer) -> None:
-    """Skip a test of what may happen while the hash runs: on SQLite the POST holds the
-    database's write lock across it, so nothing can change the journey meanwhile."""
-    if not on_postgresql(server):
-        pytest.skip("SQLite: the threaded POST holds the write lock across the hash")
 
 
 def move_journey(server: LiveServer, tx: str, **values: object) -> None:
@@ -296,7 +290,6 @@ def test_a_journey_moved_on_during_the_hash_is_not_overwritten(
 ) -> None:
     """Another tab's password passed while this one's hash ran: the compare-and-set finds
     the journey at the code stage, and the thread sends this tab there too."""
-    on_the_loop_only(live_server)
     other = register_person(live_server, email="sam@example.org")
 
     def other_tab() -> None:
@@ -313,7 +306,6 @@ def test_a_journey_moved_on_during_the_hash_is_not_overwritten(
 def test_a_journey_that_expired_during_the_hash_is_not_moved_on(
     live_server, person, page, clock, hashing
 ) -> None:
-    on_the_loop_only(live_server)
     hashing.during = lambda: move_journey(
         live_server, page.tx, expires_at=NOW - dt.timedelta(seconds=1)
     )
@@ -327,7 +319,6 @@ def test_a_journey_that_expired_during_the_hash_is_not_moved_on(
 def test_a_wrong_guess_counts_though_the_journey_moved_on(
     live_server, person, page, clock, hashing
 ) -> None:
-    on_the_loop_only(live_server)
     hashing.during = lambda: move_journey(live_server, page.tx, stage="mfa")
     answered = page.post(live_server, person.email, WRONG)
     assert answered.headers["location"] == f"/signin/code?tx={page.tx}"

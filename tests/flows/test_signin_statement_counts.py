@@ -80,10 +80,13 @@ def test_hosted_sign_in_statements(live_server: LiveServer, monkeypatch) -> None
         # authenticator in one SELECT on the event loop (idp.loop_reads), not here.
         "GET /signin": [],
         "GET /signin/code": [],
-        # Transaction with client; account with has-authenticator; the audit event; the
+        # Transaction with client and account with has-authenticator, read before the
+        # hash; after it the transaction again (locked), the audit event and the
         # transaction once. On PostgreSQL all of it (and the failure budget's read) on the
         # event loop (idp.web.pages.password_on_loop).
-        "POST /signin": [] if on_postgresql else ["INSERT", "SELECT", "SELECT", "UPDATE"],
+        "POST /signin": (
+            [] if on_postgresql else ["INSERT", "SELECT", "SELECT", "SELECT", "UPDATE"]
+        ),
         # Transaction with client and authenticator; the code's single-use step; the
         # session, the audit event and the transaction once. On PostgreSQL all of it
         # (and the failure budget's read) on the event loop (idp.web.pages.code_on_loop).

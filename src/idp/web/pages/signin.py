@@ -8,7 +8,9 @@ before any verification (NIST 800-63B 5.2.2) and counts per account and per clie
 
 On PostgreSQL the POST is read on the event loop and the usual right password written
 there too (`password_on_loop`); anything else is answered here, in a worker thread, with
-the attempt verified once on whichever path it took.
+the attempt verified once on whichever path it took. Neither path holds a lock or a
+transaction across the hash: the attempt is read, hashed, then written if the journey
+is still where it was.
 """
 
 from __future__ import annotations
@@ -113,9 +115,10 @@ async def submit_signin(request: Request) -> Response:
         return checked
     if checked is not None:  # verified already: the rest of its answer is the thread's
         attempt, verified = checked
+        # The loop hands over only attempts whose budget had nothing to reset.
         return await threads.run(
             _conclude_verified, services, tx=tx, form=form, attempt=attempt,
-            verified=verified, ip=ip, now=now,
+            verified=verified, resettable=False, ip=ip, now=now,
         )  # fmt: skip
     return await threads.run(_submit, services, tx=tx, form=form, ip=ip, now=now)
 
@@ -128,6 +131,75 @@ def _submit(
     ip: str | None,
     now: dt.datetime,
 ) -> Response:
+    """Read the attempt without writing, hash it outside any transaction, then write what
+    it came to (`_conclude_verified`), as the event loop does on PostgreSQL: no row lock,
+    no SQLite write lock and no pooled connection is held across the hash, which would
+    make every other sign-in step wait behind it. A POST refused before its hash (an
+    unusable journey, a bad form, a budget that refuses) is answered in one writing
+    transaction (`_in_one_transaction`), which checks it again."""
+    read = _read_attempt(services, tx=tx, form=form, ip=ip, now=now)
+    if read is None:
+        return _in_one_transaction(services, tx=tx, form=form, ip=ip, now=now)
+    attempt, legacy, resettable = read
+    password_hash = attempt.account.password_hash if attempt.account else None
+    verified = verify(password_hash, legacy, attempt.password)
+    return _conclude_verified(
+        services, tx=tx, form=form, attempt=attempt, verified=verified,
+        resettable=resettable, ip=ip, now=now,
+    )  # fmt: skip
+
+
+def _read_attempt(
+    services: Services,
+    *,
+    tx: str,
+    form: dict[str, str] | BadForm,
+    ip: str | None,
+    now: dt.datetime,
+) -> tuple[Attempt, list[str], bool] | None:
+    """The attempt a POST makes, the legacy hashes to try for it and whether its budget
+    has failures to reset, read in a read-only session; None for a POST to refuse
+    before hashing. What this decides depends on the form, the journey and the budget,
+    never on whether the address has an account."""
+    if isinstance(form, BadForm):
+        return None
+    email = form.get("email", "").strip()
+    password = form.get("password", "")
+    if not email or not password:
+        return None
+    with services.read_sessions.begin() as db:
+        loaded = transactions.load(db, tx=tx, now=now)
+        row = loaded.row
+        if (
+            row is None
+            or loaded.problem is not None
+            or transactions.redirect_for_stage(row, tx, here=_HERE) is not None
+            or not transactions.csrf_ok(row, form.get("csrf_token"))
+        ):
+            return None
+        account, has_authenticator = find_account(db, email=email)
+        account_id = account.id if account else None
+        subject = throttle_subject(services, account_id=account_id, email=email)
+        verdict = throttle_for(services).check(kind=PASSWORD, account_id=subject, ip=ip, now=now)
+        if not verdict.allowed:
+            return None
+        password_hash = account.password_hash if account else None
+        legacy = legacy_hashes(db, email=email) if password_hash is None else []
+        attempt = Attempt(email, password, account, has_authenticator, subject, row.client_id)
+        return attempt, legacy, verdict.resettable
+
+
+def _in_one_transaction(
+    services: Services,
+    *,
+    tx: str,
+    form: dict[str, str] | BadForm,
+    ip: str | None,
+    now: dt.datetime,
+) -> Response:
+    """The whole POST in one writing transaction: for the refusals `_read_attempt` saw,
+    answered with their message (and, should the journey or budget have changed since
+    to allow the attempt, checked and hashed here, once)."""
     # The transaction's row is written once, at the end (`transactions.posting`).
     with transactions.posting(services) as db:
         opened = transactions.guard_post(db, tx=tx, form=form, here=_HERE, now=now)
@@ -145,12 +217,14 @@ def _conclude_verified(
     form: dict[str, str] | BadForm,
     attempt: Attempt,
     verified: Verified,
+    resettable: bool,
     ip: str | None,
     now: dt.datetime,
 ) -> Response:
-    """The answer to an attempt read and verified on the event loop
-    (`password_on_loop`) whose outcome is not the usual right password: a failure to
-    count, a refusal to explain, a hash to upgrade. Nothing is hashed again."""
+    """The answer to an attempt read and verified already (by `_submit`, or on the event
+    loop by `password_on_loop` when its outcome is not the usual right password): the
+    journey moved on, a failure counted, a refusal explained, a hash upgraded. The
+    journey is checked again, locked; nothing is hashed again."""
     with transactions.posting(services) as db:
         opened = transactions.guard_post(db, tx=tx, form=form, here=_HERE, now=now)
         if not isinstance(opened, transactions.Opened):
@@ -160,8 +234,9 @@ def _conclude_verified(
             return opened
         row = opened.row
         row.entered_email = attempt.email[:MAX_EMAIL_LENGTH]
-        # The loop hands over only attempts whose budget had nothing to reset.
-        outcome = _conclude(db, services, row, attempt, verified, resettable=False, ip=ip, now=now)
+        outcome = _conclude(
+            db, services, row, attempt, verified, resettable=resettable, ip=ip, now=now
+        )
         return _answer(db, services, row, outcome, tx=tx, ip=ip, now=now)
 
 
