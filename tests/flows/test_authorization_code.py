@@ -39,16 +39,6 @@ VERIFIER = "v" * 20 + "-verifier-of-enough-length-for-rfc7636-" + "x" * 10
 
 
 @pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
-
-
-@pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
-
-
-@pytest.fixture
 def browser(live_server: LiveServer, person: Person) -> httpx.Client:
     return signed_in_browser(live_server, person)
 

@@ -5,31 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import LiveServer
 from tests.flows.oidc import (
     LOGOUT_URI,
-    Person,
     RegisteredClient,
     oauth_client,
     redirect_params,
-    register_client,
     register_person,
     signed_in_browser,
 )
 
 VERIFIER = "q" * 60
-
-
-@pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
-
-
-@pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
 
 
 def authorize(server: LiveServer, app: RegisteredClient, browser: httpx.Client, **kw: Any):  # type: ignore[no-untyped-def]

@@ -25,16 +25,6 @@ from tests.flows.oidc import (
 from tests.flows.signin import complete_sign_in, sign_in, sign_in_until_resume, start_sign_in
 
 
-@pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
-
-
-@pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
-
-
 def sign_in_for_tokens(
     server: LiveServer,
     app: RegisteredClient,

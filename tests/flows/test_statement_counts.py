@@ -19,7 +19,6 @@ from sqlalchemy import event
 from idp.oauth.server import get_oauth_server
 from tests.conftest import LiveServer
 from tests.flows.oidc import (
-    RegisteredClient,
     introspect,
     register_client,
     register_person,
@@ -42,11 +41,6 @@ def statements(server: LiveServer) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", record)
-
-
-@pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from tests.flows.oidc import (
     oauth_client,
     redirect_params,
     register_client,
-    register_person,
     signed_in_browser,
     verify_id_token,
 )
@@ -36,18 +35,8 @@ VERIFIER = "k" * 64
 
 
 @pytest.fixture
-def person(live_server: LiveServer) -> Person:
-    return register_person(live_server)
-
-
-@pytest.fixture
 def browser(live_server: LiveServer, person: Person) -> httpx.Client:
     return signed_in_browser(live_server, person)
-
-
-@pytest.fixture
-def app(live_server: LiveServer) -> RegisteredClient:
-    return register_client(live_server, client_id="web-app")
 
 
 def code_for(server: LiveServer, client: OAuth2Client, browser: httpx.Client) -> str:
