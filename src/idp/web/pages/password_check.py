@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from idp.accounts.emails import InvalidEmail, parse_email
-from idp.accounts.passwords import hash_password, verify_dummy, verify_password
+from idp.accounts.passwords import hash_password, needs_rehash, verify_dummy, verify_password
 from idp.db import driver_sql, in_utc
 from idp.models import Account, TotpCredential, column_attributes, from_columns
 
@@ -76,6 +76,25 @@ class Attempt:
     has_authenticator: bool
     subject: str
     client_id: str
+
+    @property
+    def password_hash(self) -> str | None:
+        """The account's hash, None for an address no account (or no password) has."""
+        return self.account.password_hash if self.account else None
+
+    def moves_on(self, verified: Verified) -> bool:
+        """Whether `verified` simply moves the journey on: the account's own password,
+        the account neither switched off nor without an address of its own, its hash
+        current. Anything else is `signin._conclude`'s to answer."""
+        account = self.account
+        return (
+            verified is Verified.RIGHT
+            and account is not None
+            and account.password_hash is not None
+            and not account.disabled
+            and account.email is not None
+            and not needs_rehash(account.password_hash)
+        )
 
 
 def email_key(email: str) -> str | None:
@@ -140,8 +159,7 @@ _LEGACY_HASHES: Select[Any] = (
 
 def legacy_hashes(db: Session, *, email: str) -> list[str]:
     """The hashes `verify` tries for an address no account has as its own."""
-    rows = db.connection().execute(_LEGACY_HASHES, _legacy_params(email))
-    return [h for (h,) in rows if h]
+    return list(db.connection().scalars(_LEGACY_HASHES, _legacy_params(email)))
 
 
 def legacy_hashes_statement(dialect: Dialect, *, email: str) -> tuple[str, dict[str, Any]]:

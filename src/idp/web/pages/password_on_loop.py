@@ -32,7 +32,6 @@ from fastapi.responses import Response
 from sqlalchemy import Dialect, Table, bindparam, update
 
 from idp.accounts import audit
-from idp.accounts.passwords import needs_rehash
 from idp.accounts.throttle_db import DatabaseThrottle, check_statement, verdict_of
 from idp.app import Services
 from idp.async_db import async_db
@@ -137,18 +136,12 @@ async def submit(
     verdict = verdict_of(keys, counters, now=now)
     if not verdict.allowed or verdict.resettable:
         return None  # a refusal, or counters to reset: the threaded path's, unhashed
-    hashes = [h for (h,) in legacy[0] if h] if legacy else []
+    hashes = [h for (h,) in legacy[0]] if legacy else []
     verified = await threads.run(verify, password_hash, hashes, password)
     attempt = Attempt(email, password, account, has_authenticator, subject, row.client_id)
-    if (
-        verified is not Verified.RIGHT
-        or account is None
-        or account.password_hash is None
-        or account.disabled
-        or account.email is None
-        or needs_rehash(account.password_hash)
-    ):
+    if not attempt.moves_on(verified):
         return attempt, verified
+    assert account is not None
     journey.password_passed(row, account_id=account.id, now=now)
     row.stage = journey.stage_after_password(
         row, has_authenticator=has_authenticator, settings=services.settings, now=now

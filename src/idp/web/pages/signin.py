@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import audit
 from idp.accounts.passwords import needs_rehash
+from idp.accounts.throttle import Verdict
 from idp.app import Services
 from idp.models import Account, LoginTransaction
 from idp.web import threads
@@ -141,8 +142,7 @@ def _submit(
     if read is None:
         return _in_one_transaction(services, tx=tx, form=form, ip=ip, now=now)
     attempt, legacy, resettable = read
-    password_hash = attempt.account.password_hash if attempt.account else None
-    verified = verify(password_hash, legacy, attempt.password)
+    verified = verify(attempt.password_hash, legacy, attempt.password)
     return _conclude_verified(
         services, tx=tx, form=form, attempt=attempt, verified=verified,
         resettable=resettable, ip=ip, now=now,
@@ -177,16 +177,32 @@ def _read_attempt(
             or not transactions.csrf_ok(row, form.get("csrf_token"))
         ):
             return None
-        account, has_authenticator = find_account(db, email=email)
-        account_id = account.id if account else None
-        subject = throttle_subject(services, account_id=account_id, email=email)
-        verdict = throttle_for(services).check(kind=PASSWORD, account_id=subject, ip=ip, now=now)
-        if not verdict.allowed:
-            return None
-        password_hash = account.password_hash if account else None
-        legacy = legacy_hashes(db, email=email) if password_hash is None else []
-        attempt = Attempt(email, password, account, has_authenticator, subject, row.client_id)
-        return attempt, legacy, verdict.resettable
+        attempt, legacy, verdict = _attempt(
+            db, services, email=email, password=password, client_id=row.client_id, ip=ip, now=now
+        )
+        return None if not verdict.allowed else (attempt, legacy, verdict.resettable)
+
+
+def _attempt(
+    db: Session,
+    services: Services,
+    *,
+    email: str,
+    password: str,
+    client_id: str,
+    ip: str | None,
+    now: dt.datetime,
+) -> tuple[Attempt, list[str], Verdict]:
+    """The attempt with `email` and `password`, the legacy hashes to try for it (read
+    only if its budget allows it), and its budget's verdict: what both threaded paths
+    read before the hash."""
+    account, has_authenticator = find_account(db, email=email)
+    account_id = account.id if account else None
+    subject = throttle_subject(services, account_id=account_id, email=email)
+    verdict = throttle_for(services).check(kind=PASSWORD, account_id=subject, ip=ip, now=now)
+    attempt = Attempt(email, password, account, has_authenticator, subject, client_id)
+    read_legacy = verdict.allowed and attempt.password_hash is None
+    return attempt, legacy_hashes(db, email=email) if read_legacy else [], verdict
 
 
 def _in_one_transaction(
@@ -281,19 +297,15 @@ def _check(
         return "email_missing"
     if not password:
         return "password_missing"
-    account, has_authenticator = find_account(db, email=email)
-    throttle = throttle_for(services)
-    account_id = account.id if account else None
-    subject = throttle_subject(services, account_id=account_id, email=email)
-    verdict = throttle.check(kind=PASSWORD, account_id=subject, ip=ip, now=now)
+    attempt, legacy, verdict = _attempt(
+        db, services, email=email, password=password, client_id=row.client_id, ip=ip, now=now
+    )
     if not verdict.allowed:
         # Refused before verifying anything, so guessing cannot go on while blocked.
+        account_id = attempt.account.id if attempt.account else None
         audit.record(db, "signin.throttled", account_id=account_id, ip=ip, kind=PASSWORD)
         return refusal(verdict)
-    password_hash = account.password_hash if account else None
-    legacy = legacy_hashes(db, email=email) if password_hash is None else []
-    verified = verify(password_hash, legacy, password)
-    attempt = Attempt(email, password, account, has_authenticator, subject, row.client_id)
+    verified = verify(attempt.password_hash, legacy, password)
     return _conclude(
         db, services, row, attempt, verified, resettable=verdict.resettable, ip=ip, now=now
     )
