@@ -106,6 +106,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     loop_reads = app.state.services.extras.pop("loop_reads", None)
     if isinstance(loop_reads, LoopReads):
         loop_reads.close()
+    from idp import loop_sqlite
+
+    loop_sqlite.close_all(app.state.services)
     reads = app.state.services.extras.pop("async_db", None)
     if isinstance(reads, AsyncDatabase):
         await reads.close()

@@ -120,6 +120,9 @@ def libpq_dialect() -> Dialect:
 
 
 _DRIVER_SQL: dict[tuple[int, str, str], tuple[str, tuple[str, ...] | None]] = {}
+#: Each SQLite statement `driver_sql` compiled, by its SQL: `idp.loop_sqlite` applies its
+#: parameters' and columns' processing (SQLite's driver stores datetimes and JSON as text).
+_SQLITE_COMPILED: dict[str, SQLCompiler] = {}
 
 
 def driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[str, ...] | None]:
@@ -133,7 +136,15 @@ def driver_sql(dialect: Dialect, statement: ClauseElement) -> tuple[str, tuple[s
         assert isinstance(sql, SQLCompiler)
         order = tuple(sql.positiontup) if sql.positional and sql.positiontup else None
         compiled = _DRIVER_SQL[key] = (sql.string, order)
+        if dialect.name == "sqlite":
+            _SQLITE_COMPILED[sql.string] = sql
     return compiled
+
+
+def sqlite_compiled(sql: str) -> SQLCompiler:
+    """The compilation `driver_sql` made of `sql` for SQLite (KeyError for SQL it did
+    not make)."""
+    return _SQLITE_COMPILED[sql]
 
 
 def in_utc(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -142,10 +153,13 @@ def in_utc(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for v in row)
 
 
-def driver_values(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
-    """`row` (values of `table`'s columns by name) as psycopg takes it, for statements
-    sent to the driver directly: JSON columns' values wrapped as JSON (a bare list would be
-    sent as an array), everything else as it is."""
+def driver_values(dialect: Dialect, table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` (values of `table`'s columns by name) as the driver of `dialect` takes it,
+    for statements sent to it directly: on PostgreSQL JSON columns' values wrapped as
+    JSON (a bare list would be sent as an array), everything else as it is; on SQLite as
+    it is (`idp.loop_sqlite` processes each parameter as its column's type would)."""
+    if dialect.name == "sqlite":
+        return dict(row)
     from psycopg.types.json import Json
 
     json_columns = _json_columns(table)

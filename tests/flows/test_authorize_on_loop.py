@@ -1,9 +1,7 @@
-"""`/authorize` on the event loop (PostgreSQL: `authorize.start_on_loop`), and every way
-it hands over to the threaded `start`: the login transaction it stores is the one the
-pages and the resume use, an error it answers writes nothing, and a request that needs
-the database's view of the browser or the client goes to the thread.
-
-On SQLite every request is the threaded one; the same tests check that it answers alike.
+"""`/authorize` on the event loop (`authorize.start_on_loop`, on PostgreSQL and SQLite),
+and every way it hands over to the threaded `start`: the login transaction it stores is
+the one the pages and the resume use, an error it answers writes nothing, and a request
+that needs the database's view of the browser or the client goes to the thread.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ from tests.flows.oidc import (
     signed_in_browser,
     verify_id_token,
 )
-from tests.flows.pages import on_postgresql
 from tests.flows.signin import complete_sign_in, start_sign_in
 from tests.flows.test_statement_counts import statements
 
@@ -68,10 +65,7 @@ def test_the_usual_request_sends_nothing_through_the_engine(
     before = dt.datetime.now(dt.UTC)
     with statements(live_server) as sent:
         started = start_sign_in(live_server, app, browser, nonce="n-1", acr_values=ACR_MFA)
-    if on_postgresql(live_server):
-        assert sent == []  # the transaction's INSERT over `idp.async_db`
-    else:
-        assert "INSERT" in sent
+    assert sent == []  # the transaction's INSERT over `idp.async_db` or `idp.loop_sqlite`
     # The row is what the threaded path stores: the validated parameters, no `amr`.
     with live_server.services.sessions() as db:
         row = db.get(LoginTransaction, token_digest(tx_of(started.response)))
@@ -141,8 +135,7 @@ def test_errors_are_answered_as_the_threaded_path_answers_and_write_nothing(
     assert all(got["state"] == "s-1" for got in (none, bad_mode, by_value, no_pkce))
     assert foreign.status_code == 400
     assert "location" not in foreign.headers
-    if on_postgresql(live_server):
-        assert sent == []
+    assert sent == []
     assert transactions_stored(live_server) == stored
 
 

@@ -60,7 +60,7 @@ def insert_statement(
     logs it."""
     values = _event(event, account_id, actor_id, client_id, ip, detail)
     _log(values)
-    return driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, values)
+    return driver_sql(dialect, _INSERT)[0], driver_values(dialect, _TABLE, values)
 
 
 def insert_for_each(source: FromClause) -> Insert:
@@ -90,10 +90,14 @@ class Pending:
     ) -> None:
         self._values = _event(event, account_id, actor_id, client_id, ip, detail)
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """The event's columns, as psycopg takes them."""
-        return driver_values(_TABLE, self._values)
+    def params(self, dialect: Dialect) -> dict[str, Any]:
+        """The event's columns, as the driver of `dialect` takes them."""
+        return driver_values(dialect, _TABLE, self._values)
+
+    def insert_statement(self, dialect: Dialect) -> tuple[str, dict[str, Any]]:
+        """`record`'s INSERT of the event alone, as `insert_statement` gives it (for a
+        transaction that writes it only with another change; `written()` once it has)."""
+        return driver_sql(dialect, _INSERT)[0], self.params(dialect)
 
     def written(self) -> None:
         """Log the event, now that it is in the audit trail."""

@@ -173,7 +173,7 @@ def start_statements(
     PostgreSQL driver SQL and parameters (the security-code POST on the event loop,
     `idp.web.pages.code_on_loop`): the INSERT of `values` (`new_session`), and now and
     then the purge."""
-    statements = [(driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, values))]
+    statements = [(driver_sql(dialect, _INSERT)[0], driver_values(dialect, _TABLE, values))]
     if purge_due():
         statements.append((driver_sql(dialect, _PURGE)[0], {"cutoff": now - PURGE_AFTER}))
     return statements

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    JSON,
     Dialect,
     Engine,
     String,
@@ -31,8 +32,10 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    column,
     create_engine,
     delete,
+    func,
     or_,
     select,
 )
@@ -68,6 +71,12 @@ _CHECK = select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where
 _CHECK_ANY = select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
     _TABLE.c.key == any_(bindparam("keys", type_=ARRAY(String)))
 )
+#: The same on SQLite, which has no arrays: the keys as one JSON array.
+_CHECK_JSON = select(_TABLE.c.key, _TABLE.c.failures, _TABLE.c.last_failure_at).where(
+    _TABLE.c.key.in_(
+        select(column("value")).select_from(func.json_each(bindparam("keys", type_=JSON)))
+    )
+)
 
 
 def verdict_of(
@@ -84,12 +93,13 @@ def verdict_of(
 def check_statement(
     dialect: Dialect, *, kind: str, account_id: str | None, ip: str | None
 ) -> tuple[list[tuple[str, Budget]], tuple[str, dict[str, Any]]]:
-    """`DatabaseThrottle.check`'s read on PostgreSQL as driver SQL and parameters, with the
-    keys it reads, for the security-code POST on the event loop, which reads the counters
-    in its own transaction (`idp.web.pages.code_on_loop`) and judges them with
-    `verdict_of`."""
+    """`DatabaseThrottle.check`'s read as driver SQL and parameters, with the keys it
+    reads, for the POSTs on the event loop (`idp.web.pages.code_on_loop`,
+    `password_on_loop`), which judge the counters with `verdict_of`. On SQLite it reads
+    the sidecar file (`DatabaseThrottle.for_engine`)."""
     keys = keys_for(kind, account_id=account_id, ip=ip)
-    return keys, (driver_sql(dialect, _CHECK_ANY)[0], {"keys": [key for key, _ in keys]})
+    check = _CHECK_JSON if dialect.name == "sqlite" else _CHECK_ANY
+    return keys, (driver_sql(dialect, check)[0], {"keys": [key for key, _ in keys]})
 
 
 class DatabaseThrottle:

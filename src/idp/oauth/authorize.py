@@ -22,6 +22,7 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
 from idp.accounts.sessions import current_session, session_cookie_name, touch_due, usable
 from idp.async_db import async_db
+from idp.loop_sqlite import Busy, loop_database
 from idp.models import BrowserSession, LoginTransaction
 from idp.oauth import acr as acr_policy
 from idp.oauth import store, tokens, transactions
@@ -170,17 +171,19 @@ def start(server: IdpAuthorizationServer, data: RequestData) -> Outcome:
 
 async def start_on_loop(server: IdpAuthorizationServer, data: RequestData) -> Outcome | None:
     """The usual `/authorize` on the event loop, without a worker thread or a session
-    (PostgreSQL, a cached client, a browser with no session cookie): the request
-    validated by Authlib as `start` validates it, and the login transaction inserted in
-    one round trip (`idp.async_db`). Errors are answered here as `start` answers them:
-    without a session none needs the database.
+    (a cached client, a browser with no session cookie): the request validated by
+    Authlib as `start` validates it, and the login transaction inserted in one round trip
+    (`idp.async_db`; on SQLite `idp.loop_sqlite`, if the write lock is free). Errors are
+    answered here as `start` answers them: without a session none needs the database.
 
     None sends the request to `start`, with nothing written: a session cookie (the
     session is read, and may sign the person in), an `id_token_hint` (verified against
-    the keyring, which may need reloading), or a client that is not cached."""
+    the keyring, which may need reloading), a client that is not cached, or SQLite's
+    write lock held elsewhere."""
     engine, settings = server.services.engine, server.settings
+    database = loop_database(server.services)
     if (
-        engine.dialect.name != "postgresql"
+        database is None
         or data.cookies.get(session_cookie_name(settings))
         or any(key == "id_token_hint" for key, _ in (*data.query, *data.form))
     ):
@@ -193,8 +196,11 @@ async def start_on_loop(server: IdpAuthorizationServer, data: RequestData) -> Ou
     if not isinstance(decided, _SignInNeeded):
         return decided
     txid, row = decided.transaction(now=now, lifetime_seconds=settings.login_transaction_seconds)
-    async with async_db(server.services).transaction() as transaction:
-        transaction.defer(*transactions.insert_statement(engine.dialect, row))
+    try:
+        async with database.transaction() as transaction:
+            transaction.defer(*transactions.insert_statement(engine.dialect, row))
+    except Busy:
+        return None  # nothing written: `start` waits its turn
     return _to_sign_in(txid)
 
 

@@ -123,8 +123,8 @@ def issued_code_inserts(
     """`insert_issued_code`'s statements as PostgreSQL driver SQL and parameters, for the
     resume on the event loop (`idp.async_db`)."""
     return [
-        (driver_sql(dialect, _INSERT_GRANT)[0], driver_values(_GRANTS, grant)),
-        (driver_sql(dialect, _INSERT_CODE)[0], driver_values(_CODES, code)),
+        (driver_sql(dialect, _INSERT_GRANT)[0], driver_values(dialect, _GRANTS, grant)),
+        (driver_sql(dialect, _INSERT_CODE)[0], driver_values(dialect, _CODES, code)),
     ]
 
 

@@ -89,7 +89,7 @@ def insert_transaction(db: Session, row: Mapping[str, Any]) -> None:
 def insert_statement(dialect: Dialect, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """`insert_transaction`'s INSERT as PostgreSQL driver SQL and parameters, for
     `/authorize` on the event loop (`authorize.start_on_loop`)."""
-    return driver_sql(dialect, _INSERT)[0], driver_values(_TABLE, row)
+    return driver_sql(dialect, _INSERT)[0], driver_values(dialect, _TABLE, row)
 
 
 #: `find_transaction`'s read, built once.

@@ -1,6 +1,9 @@
-"""The usual security-code POST on the event loop (PostgreSQL), without a worker thread or
-an ORM session: one `idp.async_db` transaction of three round trips, where the threaded
-path (`mfa._submit`) sends eight statements through SQLAlchemy.
+"""The usual security-code POST on the event loop, without a worker thread or an ORM
+session: on PostgreSQL one `idp.async_db` transaction of three round trips, where the
+threaded path (`mfa._submit`) sends eight statements through SQLAlchemy; on SQLite the
+same statements in one `idp.loop_sqlite` transaction, which is begun only if the write
+lock is free (else the threaded path waits its turn), with the counters read from the
+throttle's own file.
 
 1. BEGIN with the transaction's locked read, with its client and authenticator (the
    statement `guard_post` sends);
@@ -28,7 +31,7 @@ from fastapi.responses import Response
 from idp.accounts import audit, sessions, totp
 from idp.accounts.throttle_db import DatabaseThrottle, check_statement, verdict_of
 from idp.app import Services
-from idp.async_db import async_db
+from idp.loop_sqlite import Busy, loop_databases
 from idp.oauth.acr import AMR_PASSWORD
 from idp.web.pages import journey, transactions
 from idp.web.pages.forms import BadForm
@@ -51,19 +54,24 @@ async def submit(
     """The 303 to `/authorize/resume` with the new session's cookie, for the usual right
     code; None (nothing changed) for anything else (the module's docstring)."""
     dialect = services.engine.dialect
-    if dialect.name != "postgresql" or cookie or isinstance(form, BadForm):
+    if cookie or isinstance(form, BadForm):
         return None
     code = form.get("code", "")
     load = transactions.load_statement(dialect, tx=tx, for_update=True, credential=True)
+    throttle = throttle_for(services)
     if (
         load is None
         or totp.normalise_code(code) is None
-        or not isinstance(throttle_for(services), DatabaseThrottle)
+        or not isinstance(throttle, DatabaseThrottle)
     ):
         return None
+    databases = loop_databases(services, throttle.engine)
+    if databases is None:
+        return None
+    database, counters_in = databases  # `counters_in`: SQLite's file of the counters
     settings = services.settings
     try:
-        async with async_db(services).transaction() as transaction:
+        async with database.transaction() as transaction:
             found = await transaction.fetch_one(*load)
             if found is None:
                 raise _Threaded
@@ -86,9 +94,12 @@ async def submit(
             if step is None:
                 raise _Threaded
             keys, check = check_statement(dialect, kind=CODE, account_id=row.account_id, ip=ip)
-            counters, spent = await transaction.fetch_all(
-                check, totp.use_step_statement(dialect, credential, step)
-            )
+            use_step = totp.use_step_statement(dialect, credential, step)
+            if counters_in is not None:
+                (counters,) = await counters_in.fetch_all(check)
+                (spent,) = await transaction.fetch_all(use_step)
+            else:
+                counters, spent = await transaction.fetch_all(check, use_step)
             verdict = verdict_of(keys, counters, now=now)
             # A budget to refuse or to reset, or a code used already: the thread's to say.
             if not verdict.allowed or verdict.resettable or not spent:
@@ -110,8 +121,8 @@ async def submit(
             transaction.defer(*transactions.completed_statement(dialect, row))
             event = journey.completed_event(row, ip=ip)
             transaction.defer(*audit.insert_statement(dialect, journey.COMPLETED, **event))
-    except _Threaded:
-        return None  # rolled back: nothing changed
+    except (_Threaded, Busy):
+        return None  # rolled back (or never begun): nothing changed
     response = transactions.see_other(transactions.page_url(tx, transactions.RESUME_PATH))
     sessions.set_session_cookie(response, value=cookie_value, settings=settings)
     return response

@@ -1,7 +1,8 @@
-"""The password POST on the event loop (PostgreSQL), with only the argon2 hash in a worker
-thread: three round trips over `idp.async_db`, where the threaded path
-(`signin._submit`) holds a worker thread, a pooled connection and the transaction's row
-lock across the hash and sends its statements through SQLAlchemy.
+"""The password POST on the event loop, with only the argon2 hash in a worker thread: on
+PostgreSQL three round trips over `idp.async_db`, on SQLite the same reads and writes on
+the loop's own connections (`idp.loop_sqlite`, the counters in the throttle's file),
+where the threaded path (`signin._submit`) makes two hops to a worker thread around the
+hash and sends its statements through SQLAlchemy.
 
 1. the transaction with its client, and the account with whether it has an
    authenticator (`password_check.find_account`'s read), in one pipeline;
@@ -10,7 +11,9 @@ lock across the hash and sends its statements through SQLAlchemy.
    shared legacy address;
 3. after the hash, for the usual right password: one statement, the transaction moved on
    only if it is still at this stage and usable (a compare-and-set), with the audit event
-   written only if it was. If it was not (a double click), the worker thread answers.
+   written only if it was (on SQLite the two in one transaction, begun only if the write
+   lock is free). If it was not (a double click, the lock held), the worker thread
+   answers.
 
 No connection is held across the hash. What the loop decides before hashing depends only
 on the form, the transaction and the failure budget, never on whether the address has an
@@ -26,7 +29,7 @@ which never hashes again.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+from typing import cast
 
 from fastapi.responses import Response
 from sqlalchemy import Dialect, Table, bindparam, update
@@ -34,8 +37,9 @@ from sqlalchemy import Dialect, Table, bindparam, update
 from idp.accounts import audit
 from idp.accounts.throttle_db import DatabaseThrottle, check_statement, verdict_of
 from idp.app import Services
-from idp.async_db import async_db
+from idp.async_db import AsyncDatabase
 from idp.db import driver_sql, driver_values
+from idp.loop_sqlite import Busy, SqliteOnLoop, loop_databases
 from idp.models import LoginTransaction
 from idp.web import threads
 from idp.web.pages import journey, transactions
@@ -71,7 +75,8 @@ _TABLE = cast(Table, LoginTransaction.__table__)
 #: The compare-and-set of a correct password with its audit event, built once: the
 #: transaction moves on only if it is still at the password stage, neither completed nor
 #: used nor expired, and the event is written for each row moved (so for none, if none).
-_PASSED = audit.insert_for_each(
+#: (SQLite has no data-modifying WITH: there the two go in one transaction.)
+_PASS = (
     update(_TABLE)
     .where(
         _TABLE.c.id_hash == bindparam("b_id_hash"),
@@ -82,8 +87,8 @@ _PASSED = audit.insert_for_each(
     )
     .values({name: bindparam(name) for name in _PASSED_COLUMNS})
     .returning(_TABLE.c.id_hash)
-    .cte("passed")
 )
+_PASSED = audit.insert_for_each(_PASS.cte("passed"))
 
 
 async def submit(
@@ -99,11 +104,8 @@ async def submit(
     read that matters and nothing hashed or written, for a POST the threaded path takes
     (the module's docstring)."""
     dialect = services.engine.dialect
-    if (
-        dialect.name != "postgresql"
-        or isinstance(form, BadForm)
-        or not isinstance(throttle_for(services), DatabaseThrottle)
-    ):
+    throttle = throttle_for(services)
+    if isinstance(form, BadForm) or not isinstance(throttle, DatabaseThrottle):
         return None
     email = form.get("email", "").strip()
     password = form.get("password", "")
@@ -111,8 +113,14 @@ async def submit(
     key = email_key(email)
     if load is None or key is None or not password:
         return None
-    database = async_db(services)
-    found, accounts = await database.fetch_all(load, account_statement(dialect, key=key))
+    databases = loop_databases(services, throttle.engine)
+    if databases is None:
+        return None
+    database, counters_in = databases  # `counters_in`: SQLite's file of the counters
+    try:
+        found, accounts = await database.fetch_all(load, account_statement(dialect, key=key))
+    except Busy:
+        return None
     if not found:
         return None
     loaded = transactions.loaded_from_driver(found[0], now=now, credential=False)
@@ -129,10 +137,17 @@ async def submit(
     subject = throttle_subject(services, account_id=account_id, email=email)
     keys, check = check_statement(dialect, kind=PASSWORD, account_id=subject, ip=ip)
     password_hash = account.password_hash if account else None
-    reads = [check]
-    if password_hash is None:
-        reads.append(legacy_hashes_statement(dialect, email=email))
-    counters, *legacy = await database.fetch_all(*reads)
+    legacy_read = (
+        [] if password_hash is not None else [legacy_hashes_statement(dialect, email=email)]
+    )
+    try:
+        if counters_in is None:  # PostgreSQL: one pipeline
+            counters, *legacy = await database.fetch_all(check, *legacy_read)
+        else:
+            (counters,) = await counters_in.fetch_all(check)
+            legacy = await database.fetch_all(*legacy_read)
+    except Busy:
+        return None
     verdict = verdict_of(keys, counters, now=now)
     if not verdict.allowed or verdict.resettable:
         return None  # a refusal, or counters to reset: the threaded path's, unhashed
@@ -147,7 +162,10 @@ async def submit(
         row, has_authenticator=has_authenticator, settings=services.settings, now=now
     )
     event = audit.Pending(PASSWORD_OK, account_id=account.id, client_id=row.client_id, ip=ip)
-    (written,) = await database.fetch_all(_passed_statement(dialect, row, event, now=now))
+    try:
+        written = await _pass(database, dialect, row, event, now=now)
+    except Busy:
+        return attempt, verified
     if not written:
         # The journey changed meanwhile (a double click, another tab): the thread reads it
         # again, locked, and answers as the threaded path would (to the page of its stage).
@@ -156,10 +174,29 @@ async def submit(
     return transactions.see_other(transactions.page_url(tx, transactions.STAGE_PATHS[row.stage]))
 
 
-def _passed_statement(
-    dialect: Dialect, row: LoginTransaction, event: audit.Pending, *, now: dt.datetime
-) -> tuple[str, dict[str, Any]]:
-    """`_PASSED` for `row` (the password passed on it) and its audit event."""
-    values = driver_values(_TABLE, {name: getattr(row, name) for name in _PASSED_COLUMNS})
+async def _pass(
+    database: AsyncDatabase | SqliteOnLoop,
+    dialect: Dialect,
+    row: LoginTransaction,
+    event: audit.Pending,
+    *,
+    now: dt.datetime,
+) -> bool:
+    """Whether `row` (the password passed on it) was moved on, with its audit event;
+    `Busy` on SQLite if the write lock was held elsewhere (nothing written)."""
+    values = driver_values(dialect, _TABLE, {name: getattr(row, name) for name in _PASSED_COLUMNS})
     conditions = {"b_id_hash": row.id_hash, "b_stage": "password", "b_now": now}
-    return driver_sql(dialect, _PASSED)[0], {**values, **conditions, **event.params}
+    if isinstance(database, AsyncDatabase):
+        statement = (
+            driver_sql(dialect, _PASSED)[0],
+            {**values, **conditions, **event.params(dialect)},
+        )
+        (written,) = await database.fetch_all(statement)
+        return bool(written)
+    async with database.transaction() as transaction:
+        passed = await transaction.fetch_one(
+            driver_sql(dialect, _PASS)[0], {**values, **conditions}
+        )
+        if passed is not None:
+            transaction.defer(*event.insert_statement(dialect))
+    return passed is not None

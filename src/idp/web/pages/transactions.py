@@ -366,7 +366,9 @@ _COMPLETED = _SAVE.values({name: bindparam(name) for name in _COMPLETED_COLUMNS}
 def completed_statement(dialect: Dialect, row: LoginTransaction) -> tuple[str, dict[str, Any]]:
     """The UPDATE of a transaction just finished by its security code on the event loop
     (`idp.web.pages.code_on_loop`), as PostgreSQL driver SQL and parameters."""
-    values = driver_values(_TABLE, {name: getattr(row, name) for name in _COMPLETED_COLUMNS})
+    values = driver_values(
+        dialect, _TABLE, {name: getattr(row, name) for name in _COMPLETED_COLUMNS}
+    )
     return driver_sql(dialect, _COMPLETED)[0], {**values, "b_id_hash": row.id_hash}
 
 
