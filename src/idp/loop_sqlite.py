@@ -29,11 +29,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import Dialect, Engine
 
-from idp.async_db import AsyncDatabase, async_db
+from idp.async_db import AsyncDatabase, Transaction, async_db
 from idp.db import sqlite_compiled
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class _Processing:
         out = []
         defaults = self._defaults
         for name, process in zip(self._names, self._binds, strict=True):
-            value = values[name] if name in values or name not in defaults else defaults[name]
+            value = values[name] if name in values else defaults[name]
             out.append(value if process is None or value is None else process(value))
         return out
 
@@ -310,6 +310,10 @@ class SqliteTransaction:
     def defer(self, sql: str, values: Mapping[str, Any]) -> None:
         """Run `sql` (with PostgreSQL it would travel with the COMMIT)."""
         self._execute(sql, values)
+
+
+#: A transaction on the event loop, on either database.
+LoopTransaction: TypeAlias = Transaction | SqliteTransaction
 
 
 def sqlite_on_loop(services: Services, engine: Engine | None = None) -> SqliteOnLoop | None:

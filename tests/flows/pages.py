@@ -4,7 +4,12 @@ and what a journey left in the database."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import select
 
 from idp.crypto import token_digest
@@ -18,6 +23,25 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 def on_postgresql(server: LiveServer) -> bool:
     """Whether `server` runs on PostgreSQL (where the event-loop paths answer)."""
     return server.services.engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def write_lock_held_elsewhere(server: LiveServer, seconds: float = 0.3) -> Iterator[None]:
+    """SQLite: while the block runs, another connection (another process's, say) holds
+    the write lock, for `seconds` from the start: the event loop must not wait for it,
+    and a worker thread then waits its turn. Skips on PostgreSQL."""
+    if on_postgresql(server):
+        pytest.skip("SQLite's write lock")
+    database = str(server.services.engine.url.database)
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(seconds, holder.execute, ["ROLLBACK"])
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        holder.close()
 
 
 def transaction(server: LiveServer, tx: str) -> LoginTransaction:

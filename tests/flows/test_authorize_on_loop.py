@@ -29,6 +29,7 @@ from tests.flows.oidc import (
     signed_in_browser,
     verify_id_token,
 )
+from tests.flows.pages import write_lock_held_elsewhere
 from tests.flows.signin import complete_sign_in, start_sign_in
 from tests.flows.test_statement_counts import statements
 
@@ -98,6 +99,18 @@ def test_the_usual_request_sends_nothing_through_the_engine(
     claims = verify_id_token(live_server, token["id_token"], client_id=app.client_id)
     assert claims["sub"] == person.account_id
     assert claims["nonce"] == "n-1"
+
+
+def test_on_sqlite_a_held_write_lock_sends_the_request_to_the_thread(
+    live_server: LiveServer, app: RegisteredClient, browser: httpx.Client
+) -> None:
+    with write_lock_held_elsewhere(live_server), statements(live_server) as sent:
+        started = start_sign_in(live_server, app, browser, nonce="n-1")
+    assert "INSERT" in sent  # the thread's, once the lock was free
+    with live_server.services.sessions() as db:
+        row = db.get(LoginTransaction, token_digest(tx_of(started.response)))
+        assert row is not None
+        assert (row.stage, row.params["nonce"]) == ("password", "n-1")
 
 
 def _authorize(

@@ -10,8 +10,6 @@ no code spent by the loop.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,7 +34,7 @@ from tests.flows.oidc import (
     signed_in_browser,
     verify_id_token,
 )
-from tests.flows.pages import NOW, events, on_postgresql, transaction
+from tests.flows.pages import NOW, events, transaction, write_lock_held_elsewhere
 from tests.flows.signin import parse_page, start_sign_in
 from tests.flows.test_statement_counts import statements
 
@@ -162,20 +160,9 @@ def test_the_usual_code_sends_nothing_through_the_engine(live_server, app, perso
 def test_on_sqlite_a_held_write_lock_sends_the_code_to_the_thread(
     live_server, app, person, clock
 ) -> None:
-    if on_postgresql(live_server):
-        pytest.skip("SQLite's write lock")
     page = at_code_page(live_server, app, person)
-    database = str(live_server.services.engine.url.database)
-    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")  # another process's write, say
-    release = threading.Timer(0.3, holder.execute, ["ROLLBACK"])
-    release.start()
-    try:
-        with statements(live_server) as sent:
-            done = page.post(live_server, code_at(person, clock[0]))
-    finally:
-        release.join()
-        holder.close()
+    with write_lock_held_elsewhere(live_server), statements(live_server) as sent:
+        done = page.post(live_server, code_at(person, clock[0]))
     # The loop did not wait for the lock, nor write anything: the worker thread waited
     # its turn and answered as always.
     assert {"SELECT", "UPDATE", "INSERT"} <= set(sent)

@@ -1,9 +1,7 @@
-"""`/authorize/resume` on the event loop (PostgreSQL: `authorize.resume_on_loop`), and
-every way it hands over to the threaded `resume` with nothing changed: the code it issues
-is the one the client redeems, a browser that may not resume gets nothing there, and the
-claim it rolled back is still there for the threaded path to make.
-
-On SQLite every resume is the threaded one; the same tests check that it answers alike.
+"""`/authorize/resume` on the event loop (`authorize.resume_on_loop`, on PostgreSQL and
+SQLite), and every way it hands over to the threaded `resume` with nothing changed: the
+code it issues is the one the client redeems, a browser that may not resume gets nothing
+there, and the claim it rolled back is still there for the threaded path to make.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from tests.flows.oidc import (
     register_person,
     verify_id_token,
 )
-from tests.flows.pages import on_postgresql
+from tests.flows.pages import write_lock_held_elsewhere
 from tests.flows.signin import Completed, sign_in_until_resume, start_sign_in
 from tests.flows.test_statement_counts import statements
 
@@ -71,10 +69,7 @@ def test_the_usual_resume_sends_nothing_through_the_engine(live_server, app, per
     with statements(live_server) as sent:
         back = done.browser.get(done.resume_url)
     got = redirect_params(back)
-    if on_postgresql(live_server):
-        assert sent == []  # claim, grant and code over `idp.async_db`
-    else:
-        assert {"SELECT", "UPDATE", "INSERT"} <= set(sent)
+    assert sent == []  # claim, grant and code over `idp.async_db` or `idp.loop_sqlite`
     # What was written is what the client redeems: the grant (with its `amr`, JSON),
     # the code with its PKCE challenge, nonce and redirect URI.
     token = redeem(live_server, app, done, got["code"])
@@ -91,6 +86,21 @@ def test_the_usual_resume_sends_nothing_through_the_engine(live_server, app, per
     again = done.browser.get(done.resume_url, headers={"Accept": "text/html"})
     assert again.status_code == 400
     assert "already been used" in again.text
+
+
+def test_on_sqlite_a_held_write_lock_sends_resume_and_redemption_to_threads(
+    live_server, app, person
+) -> None:
+    done = completed_sign_in(live_server, app, person, nonce="n-1")
+    with write_lock_held_elsewhere(live_server), statements(live_server) as sent:
+        back = done.browser.get(done.resume_url)
+    assert {"SELECT", "UPDATE", "INSERT"} <= set(sent)  # the thread's, once the lock was free
+    assert consumed(live_server, done.tx)
+    with write_lock_held_elsewhere(live_server), statements(live_server) as sent:
+        token = redeem(live_server, app, done, redirect_params(back)["code"])
+    assert {"SELECT", "UPDATE", "INSERT"} <= set(sent)
+    claims = verify_id_token(live_server, token["id_token"], client_id=app.client_id)
+    assert (claims["sub"], claims["nonce"]) == (person.account_id, "n-1")
 
 
 def test_a_disabled_account_gets_no_code_and_the_claim_is_rolled_back(

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from idp import loop_sqlite
 from idp.oauth.server import get_oauth_server
 from tests.conftest import LiveServer
 from tests.flows.oidc import (
@@ -109,6 +110,7 @@ def test_introspection_waits_in_a_thread_for_a_database_held_by_another(
     reader = get_oauth_server(live_server.services)._loop_reader
     assert reader is not None
     reader.close()
+    loop_sqlite.close_all(live_server.services)  # the sign-in's
     holder = sqlite3.connect(
         str(live_server.services.engine.url.database), isolation_level=None, check_same_thread=False
     )

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import update
 
 from idp.accounts.sessions import start_session
 from idp.admin.users import create_account
 from idp.app import Services
 from idp.crypto import token_digest
+from idp.loop_sqlite import SqliteOnLoop
 from idp.models import LoginTransaction
 from idp.oauth import transactions
+from tests.loops import run_on_fresh_loop
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 PARAMS = {"client_id": "app", "redirect_uri": "https://app.example/cb", "scope": "openid"}
@@ -98,17 +99,33 @@ def _claim_from_session(services: Services, txid: str, cookie: str, at: dt.datet
         services.engine.dialect, txid=txid, cookie_value=cookie, now=at
     )
     assert claim is not None
-    with services.engine.begin() as connection:
-        return connection.exec_driver_sql(*claim).first()
+    read, then_claim = claim
+    if then_claim is None:  # PostgreSQL: one statement claims and returns
+        with services.engine.begin() as connection:
+            return connection.exec_driver_sql(*read).first()
+    database = SqliteOnLoop.for_engine(services.engine)
+    assert database is not None
+
+    async def read_then_claim() -> object:  # as `authorize.resume_on_loop` does
+        async with database.transaction() as transaction:
+            row = await transaction.fetch_one(*read)
+            if row is not None:
+                transaction.defer(*then_claim)
+            return row
+
+    try:
+        return run_on_fresh_loop(read_then_claim())
+    finally:
+        database.close()
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_the_claim_from_a_session_takes_only_its_own_live_transaction(
     services: Services,
 ) -> None:
-    """The resume's claim on the event loop (one UPDATE ... FROM): nothing for another
-    account's session, an unfinished or an expired transaction; the browser's own claims
-    once, and returns the transaction and that session."""
+    """The resume's claim on the event loop (one UPDATE ... FROM; on SQLite a read and
+    the claim): nothing for another account's session, an unfinished or an expired
+    transaction; the browser's own claims once, and returns the transaction and that
+    session."""
     account_id, cookie = _signed_in(services, "pat@example.org")
     _, other_cookie = _signed_in(services, "sam@example.org")
     txid = _new(services, completed=True, account_id=account_id)
@@ -120,7 +137,11 @@ def test_the_claim_from_a_session_takes_only_its_own_live_transaction(
     row = _claim_from_session(services, txid, cookie, NOW)
     assert row is not None
     tx, session, disabled_at = transactions.claimed_with_session(row)  # type: ignore[arg-type]
-    assert (tx.id_hash, tx.account_id, tx.consumed_at) == (token_digest(txid), account_id, NOW)
+    assert (tx.id_hash, tx.account_id) == (token_digest(txid), account_id)
+    with services.sessions() as db:
+        stored = db.get(LoginTransaction, token_digest(txid))
+        assert stored is not None
+        assert stored.consumed_at == NOW
     assert (session.account_id, session.id_hash) == (account_id, token_digest(cookie))
     assert session.auth_time == NOW
     assert disabled_at is None

@@ -21,7 +21,6 @@ from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
 from idp.accounts.sessions import current_session, session_cookie_name, touch_due, usable
-from idp.async_db import async_db
 from idp.loop_sqlite import Busy, loop_database
 from idp.models import BrowserSession, LoginTransaction
 from idp.oauth import acr as acr_policy
@@ -367,10 +366,11 @@ def _issue(
 
 async def resume_on_loop(server: IdpAuthorizationServer, data: RequestData) -> Outcome | None:
     """The usual resume on the event loop, without a worker thread or a session
-    (PostgreSQL, a cached client): the transaction claimed by one statement that also
-    checks the browser's session (`transactions.claim_from_session_query`), the code
-    issued by Authlib's grant as `resume` issues it, its grant and code inserted with
-    the COMMIT (`idp.async_db`).
+    (a cached client): the transaction claimed by one statement that also checks the
+    browser's session (`transactions.claim_from_session_query`; on SQLite a read and the
+    claim), the code issued by Authlib's grant as `resume` issues it, its grant and code
+    inserted with the COMMIT (`idp.async_db`, or `idp.loop_sqlite` if the write lock is
+    free).
 
     None sends the request to `resume`, with nothing changed (rolled back): when nothing
     was claimed (an unknown, unfinished, used or expired transaction, another browser's),
@@ -380,7 +380,8 @@ async def resume_on_loop(server: IdpAuthorizationServer, data: RequestData) -> O
     engine, settings = server.services.engine, server.settings
     cookie = data.cookies.get(session_cookie_name(settings))
     txid = dict(data.query).get("tx")
-    if engine.dialect.name != "postgresql" or not cookie or not txid:
+    database = loop_database(server.services)
+    if database is None or not cookie or not txid:
         return None
     now = server.now()
     claim = transactions.claim_from_session_query(
@@ -389,10 +390,13 @@ async def resume_on_loop(server: IdpAuthorizationServer, data: RequestData) -> O
     if claim is None:
         return None
     try:
-        async with async_db(server.services).transaction() as transaction:
-            row = await transaction.fetch_one(*claim)
+        async with database.transaction() as transaction:
+            read, then_claim = claim
+            row = await transaction.fetch_one(*read)
             if row is None:
                 raise _NotResumedError
+            if then_claim is not None:
+                transaction.defer(*then_claim)
             tx, session, disabled_at = transactions.claimed_with_session(row)
             if not usable(session, disabled_at=disabled_at, settings=settings, now=now) or (
                 touch_due(session, now=now)
@@ -407,8 +411,8 @@ async def resume_on_loop(server: IdpAuthorizationServer, data: RequestData) -> O
             for grant, code in issued:
                 for statement in store.issued_code_inserts(engine.dialect, grant, code):
                     transaction.defer(*statement)
-    except (_NotResumedError, OAuth2Error, NoDatabaseBoundError):
-        return None  # rolled back: nothing changed
+    except (_NotResumedError, OAuth2Error, NoDatabaseBoundError, Busy):
+        return None  # rolled back (or never begun): nothing changed
     return outcome
 
 

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from idp.async_db import async_db
-from idp.loop_sqlite import LoopReader
+from idp.loop_sqlite import Busy, LoopReader, loop_database
 from idp.models import utcnow
 from idp.oauth import grants, store, token_lookup, tokens
 from idp.oauth.client_auth import PrivateKeyJWT
@@ -427,8 +427,10 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         grant_type = form.get("grant_type")
         value = form.get("refresh_token" if grant_type == "refresh_token" else "code")
         if (
-            engine.dialect.name != "postgresql"
-            or grant_type not in ("refresh_token", "authorization_code")
+            grant_type not in ("refresh_token", "authorization_code")
+            # SQLite: code redemptions only (a refresh's rotation is PostgreSQL's one
+            # statement); `loop_database` says whether the loop can have the file.
+            or (engine.dialect.name != "postgresql" and grant_type != "authorization_code")
             or not value
             or "client_assertion" in form
             # A narrower scope is checked after the claim: the threaded path checks it
@@ -490,12 +492,14 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         redirect URI) come after the redemption; a refusal is an error response, and is
         committed as on the threaded path (`in_transaction`): the code is used up."""
         engine, now = self.services.engine, self.now()
-        sql, params = store.code_redeem_query(
-            engine.dialect, code=value, client_id=client_id, now=now
-        )
+        database = loop_database(self.services)
+        if database is None:
+            return None
         try:
-            async with async_db(self.services).transaction() as transaction:
-                row = await transaction.fetch_one(sql, params)
+            async with database.transaction() as transaction:
+                row = await store.redeem_code_on_loop(
+                    transaction, dialect=engine.dialect, code=value, client_id=client_id, now=now
+                )
                 if row is None:
                     raise _NotClaimedError
                 redemption = store.redeemed_from_row(row, now=now)
@@ -509,8 +513,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                     redeemed_on_loop.reset(redeemed)
                 for new in rows:
                     transaction.defer(*store.refresh_token_insert(engine.dialect, new))
-        except (_NotClaimedError, NoDatabaseBoundError):
-            return None  # rolled back: nothing changed
+        except (_NotClaimedError, NoDatabaseBoundError, Busy):
+            return None  # rolled back (or never begun): nothing changed
         return response
 
     def _revoked_on_loop(self, *, jti: str, grant_id: str | None) -> bool | None:

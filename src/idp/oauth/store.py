@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     Connection,
@@ -42,6 +42,9 @@ from idp.models import (
     new_id,
 )
 from idp.oauth.models import Authentication, RedeemedCode, Subject
+
+if TYPE_CHECKING:
+    from idp.loop_sqlite import LoopTransaction
 
 #: The INSERTs of a new grant and its code, built once (and their cache keys with them):
 #: Core statements sent at once on the session's connection, since nothing reads these
@@ -159,18 +162,28 @@ def redeem_code(db: Session, *, code: str, client_id: str, now: dt.datetime) -> 
     return _redeemed(found, now=now)
 
 
-def code_redeem_query(
-    dialect: Dialect, *, code: str, client_id: str, now: dt.datetime
-) -> tuple[str, dict[str, Any]]:
-    """`redeem_code`'s PostgreSQL statement as driver SQL and parameters, for the code
-    redemption on the event loop (`idp.async_db`); its row goes to `redeemed_from_row`.
-    No row means unknown, another client's or used before: `redeem_code` tells which."""
+async def redeem_code_on_loop(
+    transaction: LoopTransaction, *, dialect: Dialect, code: str, client_id: str, now: dt.datetime
+) -> Sequence[Any] | None:
+    """`redeem_code`'s hot path in a transaction on the event loop: the code redeemed and
+    read with its grant and account (on PostgreSQL one statement, on SQLite two, as
+    `redeem_code` sends them); its row goes to `redeemed_from_row`. None means unknown,
+    another client's or used before: `redeem_code` tells which."""
     params = {"b_code_hash": token_digest(code), "b_client_id": client_id, "b_now": now}
-    return driver_sql(dialect, _REDEEM_CODE_WITH_GRANT)[0], params
+    if dialect.name != "sqlite":
+        return await transaction.fetch_one(driver_sql(dialect, _REDEEM_CODE_WITH_GRANT)[0], params)
+    found = await transaction.fetch_one(driver_sql(dialect, _REDEEM_CODE)[0], params)
+    if found is None:
+        return None
+    grant = await transaction.fetch_one(
+        driver_sql(dialect, _CODE_GRANT)[0], {"b_grant_id": found[0]}
+    )
+    assert grant is not None  # a code's grant is a foreign key
+    return (*found, *grant)
 
 
 def redeemed_from_row(row: Sequence[Any], *, now: dt.datetime) -> RedeemedCode | None:
-    """A row of `code_redeem_query` as read by the driver; None when the code expired."""
+    """A row of `redeem_code_on_loop` as read by the driver; None when the code expired."""
     utc = in_utc(row)
     return _redeemed(utc, now=now)
 

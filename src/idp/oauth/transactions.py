@@ -144,15 +144,34 @@ _CLAIM_FROM_SESSION = _CLAIM.where(
 _SESSION_KEYS = column_attributes(BrowserSession)
 
 
+#: The same on SQLite, whose RETURNING may not name the joined tables: the read of what
+#: `_CLAIM_FROM_SESSION` would claim, in the transaction that then claims it by its id
+#: (`_CLAIM`), the write lock held from its BEGIN IMMEDIATE.
+_TO_CLAIM_FROM_SESSION = select(*_TABLE.c, *_SESSIONS.c, _ACCOUNTS.c.disabled_at).where(
+    _TABLE.c.id_hash == bindparam("claimed_id_hash"),
+    _TABLE.c.consumed_at.is_(None),
+    _TABLE.c.completed_at.is_not(None),
+    _TABLE.c.expires_at > bindparam("claimed_at"),
+    _SESSIONS.c.id_hash == bindparam("session_id_hash"),
+    _SESSIONS.c.account_id == _TABLE.c.account_id,
+    _ACCOUNTS.c.id == _SESSIONS.c.account_id,
+)
+
+Statement = tuple[str, dict[str, Any]]
+
+
 def claim_from_session_query(
     dialect: Dialect, *, txid: str, cookie_value: str, now: dt.datetime
-) -> tuple[str, dict[str, Any]] | None:
+) -> tuple[Statement, Statement | None] | None:
     """The claim of the completed transaction `txid` by the browser whose session cookie
-    is `cookie_value`, as PostgreSQL driver SQL and parameters, for the resume on the
-    event loop (`idp.oauth.authorize.resume_on_loop`); None for values that cannot be
-    ours. Its row goes to `claimed_with_session`. No row means nothing was claimed: the
-    transaction is unknown, unfinished, used, expired, or another browser's, and
-    `find_transaction` with `claim_transaction` tell which."""
+    is `cookie_value`, as driver SQL and parameters, for the resume on the event loop
+    (`idp.oauth.authorize.resume_on_loop`); None for values that cannot be ours. Its row
+    goes to `claimed_with_session`. No row means nothing was claimed: the transaction is
+    unknown, unfinished, used, expired, or another browser's, and `find_transaction` with
+    `claim_transaction` tell which.
+
+    On PostgreSQL one statement claims and returns; on SQLite the first reads and the
+    second, to send only once the first found the row, claims it."""
     if not txid or len(txid) > _MAX_TXID_LENGTH or len(cookie_value) > MAX_COOKIE_LENGTH:
         return None
     params = {
@@ -160,7 +179,13 @@ def claim_from_session_query(
         "claimed_at": now,
         "session_id_hash": token_digest(cookie_value),
     }
-    return driver_sql(dialect, _CLAIM_FROM_SESSION)[0], params
+    if dialect.name == "sqlite":
+        claim = {k: params[k] for k in ("claimed_id_hash", "claimed_at")}
+        return (
+            (driver_sql(dialect, _TO_CLAIM_FROM_SESSION)[0], params),
+            (driver_sql(dialect, _CLAIM)[0], claim),
+        )
+    return (driver_sql(dialect, _CLAIM_FROM_SESSION)[0], params), None
 
 
 def claimed_with_session(
