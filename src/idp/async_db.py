@@ -10,7 +10,8 @@ event loop over a few psycopg `AsyncConnection`s in autocommit: a read is one ro
 with the latest committed data (`fetch_row` for one row and `fetch_flags` for a row of
 booleans go straight through libpq); a `transaction` is BEGIN ... COMMIT (ROLLBACK if
 the block raises), its statements pipelined over libpq too.
-SQLite (no network, no async driver) keeps the threaded paths.
+On SQLite (no network, no async driver) the sign-in's transactions go to
+`idp.loop_sqlite.SqliteOnLoop` instead, which has the same methods.
 
 The connections are opened on first use, at most `size` of them, and closed with the
 application (`close`). One that fails (or whose statement was cancelled midway) is

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 from sqlalchemy import select
 
 from idp.crypto import token_digest
@@ -29,9 +28,8 @@ def on_postgresql(server: LiveServer) -> bool:
 def write_lock_held_elsewhere(server: LiveServer, seconds: float = 0.3) -> Iterator[None]:
     """SQLite: while the block runs, another connection (another process's, say) holds
     the write lock, for `seconds` from the start: the event loop must not wait for it,
-    and a worker thread then waits its turn. Skips on PostgreSQL."""
-    if on_postgresql(server):
-        pytest.skip("SQLite's write lock")
+    and a worker thread then waits its turn."""
+    assert not on_postgresql(server), "SQLite's write lock"
     database = str(server.services.engine.url.database)
     holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")

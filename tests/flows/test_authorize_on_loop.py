@@ -101,6 +101,7 @@ def test_the_usual_request_sends_nothing_through_the_engine(
     assert claims["nonce"] == "n-1"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_on_sqlite_a_held_write_lock_sends_the_request_to_the_thread(
     live_server: LiveServer, app: RegisteredClient, browser: httpx.Client
 ) -> None:

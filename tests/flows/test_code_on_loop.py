@@ -157,6 +157,7 @@ def test_the_usual_code_sends_nothing_through_the_engine(live_server, app, perso
     assert (claims["acr"], claims["nonce"]) == (ACR_MFA, "n-1")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_on_sqlite_a_held_write_lock_sends_the_code_to_the_thread(
     live_server, app, person, clock
 ) -> None:

@@ -88,6 +88,7 @@ def test_the_usual_resume_sends_nothing_through_the_engine(live_server, app, per
     assert "already been used" in again.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_on_sqlite_a_held_write_lock_sends_resume_and_redemption_to_threads(
     live_server, app, person
 ) -> None:

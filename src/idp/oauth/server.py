@@ -417,11 +417,11 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     async def _token_on_loop(self, data: RequestData) -> Response | None:
         """A refresh or a code redemption on the event loop, without a worker thread or
-        a session (PostgreSQL; a cached client authenticated by its secret, or a public
-        client by its id). None sends the request to the threaded path: when this does
-        not apply, or when nothing could be claimed (reused, revoked, expired, another
-        client's, unknown: nothing has changed, and the threaded path finds out why and
-        acts on it, a reuse revoking the grant)."""
+        a session (a cached client authenticated by its secret, or a public client by its
+        id; on SQLite code redemptions only, the write lock free). None sends the request
+        to the threaded path: when this does not apply, or when nothing could be claimed
+        (reused, revoked, expired, another client's, unknown: nothing has changed, and the
+        threaded path finds out why and acts on it, a reuse revoking the grant)."""
         engine = self.services.engine
         form = dict(data.form)  # no repeated names (checked)
         grant_type = form.get("grant_type")

@@ -177,7 +177,7 @@ async def _post(
     form = await read_form(request)
     cookie = request.cookies.get(session_cookie_name(services.settings))
     now, ip = clock(request), client_ip(request)
-    if here is CODE_STAGES:  # the usual right code: on the event loop (PostgreSQL)
+    if here is CODE_STAGES:  # the usual right code: on the event loop
         done = await code_on_loop.submit(services, tx=tx, form=form, cookie=cookie, ip=ip, now=now)
         if done is not None:
             return done

@@ -6,11 +6,11 @@ person learn that their account is switched off or has no address of its own (th
 announcement: shared addresses can no longer sign in). The failure budget is checked
 before any verification (NIST 800-63B 5.2.2) and counts per account and per client IP.
 
-On PostgreSQL the POST is read on the event loop and the usual right password written
-there too (`password_on_loop`); anything else is answered here, in a worker thread, with
-the attempt verified once on whichever path it took. Neither path holds a lock or a
-transaction across the hash: the attempt is read, hashed, then written if the journey
-is still where it was.
+The POST is read on the event loop and the usual right password written there too
+(`password_on_loop`); anything else (and, on SQLite, a POST that finds the write lock
+held elsewhere) is answered here, in a worker thread, with the attempt verified once on
+whichever path it took. Neither path holds a lock or a transaction across the hash: the
+attempt is read, hashed, then written if the journey is still where it was.
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ async def submit_signin(request: Request) -> Response:
     services, tx = transactions.services_and_tx(request)
     form = await read_form(request)
     now, ip = clock(request), client_ip(request)
-    # On PostgreSQL, read and (for the usual right password) written on the event loop,
-    # only the hash in a worker thread.
+    # Read and (for the usual right password) written on the event loop, only the hash in
+    # a worker thread.
     checked = await password_on_loop.submit(services, tx=tx, form=form, ip=ip, now=now)
     if isinstance(checked, Response):
         return checked
@@ -133,7 +133,7 @@ def _submit(
     now: dt.datetime,
 ) -> Response:
     """Read the attempt without writing, hash it outside any transaction, then write what
-    it came to (`_conclude_verified`), as the event loop does on PostgreSQL: no row lock,
+    it came to (`_conclude_verified`), as the event loop does: no row lock,
     no SQLite write lock and no pooled connection is held across the hash, which would
     make every other sign-in step wait behind it. A POST refused before its hash (an
     unusable journey, a bad form, a budget that refuses) is answered in one writing
