@@ -24,6 +24,7 @@ their parameters and rows processed as their columns' types would be in a sessio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -96,23 +97,28 @@ class LoopReader:
         return processing.rows(raw)
 
     def _connect(self) -> sqlite3.Connection:
-        # Autocommit (no implicit BEGIN): each SELECT reads the latest committed data.
-        connection = sqlite3.connect(
-            self._path, timeout=0, isolation_level=None, check_same_thread=False
-        )
-        try:
-            connection.execute("PRAGMA query_only=ON")
-        except sqlite3.Error:
-            connection.close()
-            raise
-        self._connection = connection
-        return connection
+        self._connection = _never_waiting(self._path, "query_only=ON")
+        return self._connection
 
     def close(self) -> None:
         """Close the connection (a later read opens a new one)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+def _never_waiting(path: str, *pragmas: str) -> sqlite3.Connection:
+    """A connection to `path` with no busy timeout, in autocommit (no implicit BEGIN:
+    each statement outside a transaction reads the latest committed data), `pragmas`
+    set."""
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in pragmas:
+            connection.execute(f"PRAGMA {pragma}")
+    except sqlite3.Error:
+        connection.close()
+        raise
+    return connection
 
 
 class Busy(Exception):  # noqa: N818 (an outcome, not an error of the caller's)
@@ -188,6 +194,7 @@ class SqliteOnLoop:
         return None if reader is None else cls(reader.path, engine.dialect)
 
     def processing(self, sql: str) -> _Processing:
+        """How `sql`'s parameters and rows are processed (worked out once)."""
         processing = self._processing.get(sql)
         if processing is None:
             processing = self._processing[sql] = _Processing(sql, self._dialect)
@@ -229,25 +236,17 @@ class SqliteOnLoop:
 
     def _checkpoint(self) -> None:
         try:
-            with sqlite3.connect(self._path, timeout=5) as connection:
+            with contextlib.closing(sqlite3.connect(self._path, timeout=5)) as connection:
                 connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:
             log.warning("a passive WAL checkpoint failed", exc_info=True)
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self._path, timeout=0, isolation_level=None, check_same_thread=False
+        # As the engine's connections (`idp.db`), but never waiting nor checkpointing.
+        self._writer = _never_waiting(
+            self._path, "foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"
         )
-        try:
-            # As the engine's connections (`idp.db`), but never waiting and never
-            # checkpointing.
-            for pragma in ("foreign_keys=ON", "synchronous=NORMAL", "wal_autocheckpoint=0"):
-                connection.execute(f"PRAGMA {pragma}")
-        except sqlite3.Error:
-            connection.close()
-            raise
-        self._writer = connection
-        return connection
+        return self._writer
 
     def _close_writer(self) -> None:
         connection, self._writer = self._writer, None
