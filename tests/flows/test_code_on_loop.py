@@ -10,6 +10,7 @@ no code spent by the loop.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -114,7 +115,10 @@ def sessions_of(server: LiveServer, person: Person) -> list[BrowserSession]:
         return list(db.scalars(query.order_by(BrowserSession.created_at)))
 
 
-def test_the_usual_code_sends_nothing_through_the_engine(live_server, app, person, clock) -> None:
+def test_the_usual_code_sends_nothing_through_the_engine(
+    live_server, app, person, clock, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="idp.audit")
     page = at_code_page(live_server, app, person, nonce="n-1")
     password_time = transaction(live_server, page.tx).auth_time
     clock[0] = NOW + dt.timedelta(seconds=7)
@@ -144,6 +148,11 @@ def test_the_usual_code_sends_nothing_through_the_engine(live_server, app, perso
     (event,) = events(live_server, "signin.completed", account_id=person.account_id)
     assert (event.client_id, event.ip) == (app.client_id, "127.0.0.1")
     assert event.detail == {"amr": ["pwd", "otp", "mfa"], "acr": ACR_MFA}
+    logged = [r.message for r in caplog.records if r.message.startswith("signin.completed ")]
+    assert logged == [
+        f"signin.completed account={person.account_id} actor=None client={app.client_id}"
+        f" ip=127.0.0.1 {event.detail}"
+    ]  # once, after the COMMIT
     # And the client's tokens name that session and that sign-in.
     back = page.browser.get(live_server.url + done.headers["location"])
     token = oauth_client(live_server, app).fetch_token(

@@ -119,10 +119,11 @@ async def submit(
             for statement in sessions.start_statements(dialect, values, now=now):
                 transaction.defer(*statement)
             transaction.defer(*transactions.completed_statement(dialect, row))
-            event = journey.completed_event(row, ip=ip)
-            transaction.defer(*audit.insert_statement(dialect, journey.COMPLETED, **event))
+            event = audit.Pending(journey.COMPLETED, **journey.completed_event(row, ip=ip))
+            transaction.defer(*event.insert_statement(dialect))
     except (_Threaded, Busy):
         return None  # rolled back (or never begun): nothing changed
+    event.written()  # logged once committed (a failed COMMIT's retry in the thread logs it)
     response = transactions.see_other(transactions.page_url(tx, transactions.RESUME_PATH))
     sessions.set_session_cookie(response, value=cookie_value, settings=settings)
     return response
