@@ -83,11 +83,10 @@ class LoopReader:
         return self._path
 
     def fetch_all(
-        self, database: SqliteOnLoop, sql: str, values: Mapping[str, Any]
+        self, processing: _Processing, sql: str, values: Mapping[str, Any]
     ) -> list[tuple[Any, ...]]:
         """Every row of `sql` (driver SQL of `idp.db.driver_sql`), its parameters and rows
-        processed by `database`; `sqlite3.Error` as `fetch_one`."""
-        processing = database.processing(sql)
+        processed by `processing`; `sqlite3.Error` as `fetch_one`."""
         connection = self._connection or self._connect()
         try:
             raw = connection.execute(sql, processing.parameters(values)).fetchall()
@@ -204,7 +203,10 @@ class SqliteOnLoop:
         """Every row of each of `statements`, each read on its own (latest committed
         data); `Busy` when the database cannot be read at once."""
         try:
-            return [self._reader.fetch_all(self, sql, values) for sql, values in statements]
+            return [
+                self._reader.fetch_all(self.processing(sql), sql, values)
+                for sql, values in statements
+            ]
         except sqlite3.Error as exc:
             raise Busy(exc.__class__.__name__) from exc
 
@@ -355,7 +357,8 @@ def loop_databases(
 
 def close_all(services: Services) -> None:
     """Close every `SqliteOnLoop` of `services` (at application shutdown)."""
-    databases = services.extras.pop("sqlite_on_loop", None)
-    for database in (databases or {}).values() if isinstance(databases, dict) else ():
+    databases = services.extras.pop("sqlite_on_loop", {})
+    assert isinstance(databases, dict)
+    for database in databases.values():
         if database is not None:
             database.close()

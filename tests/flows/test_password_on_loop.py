@@ -23,7 +23,7 @@ from idp.models import Account, LoginTransaction
 from idp.web.pages import password_check
 from tests.conftest import LiveServer, start_live_server
 from tests.flows.oidc import register_client, register_person
-from tests.flows.pages import NOW, events, transaction
+from tests.flows.pages import NOW, events, transaction, write_lock_held_elsewhere
 from tests.flows.signin import parse_page, start_sign_in
 from tests.flows.test_statement_counts import statements
 
@@ -132,6 +132,22 @@ def test_the_usual_password_sends_nothing_through_the_engine(
     ) == 1
     assert not failures_counted(live_server, person.account_id)
     assert person.password not in caplog.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_a_held_write_lock_sends_the_verified_attempt_to_the_thread(
+    live_server, person, page, clock, hashing
+) -> None:
+    with write_lock_held_elsewhere(live_server), statements(live_server) as sent:
+        moved = page.post(live_server, person.email, person.password)
+    # Read and hashed on the loop; the write found the lock held, so the thread wrote it
+    # once the lock was free, without hashing again.
+    assert {"SELECT", "UPDATE", "INSERT"} <= set(sent)
+    assert moved.headers["location"] == f"/signin/code?tx={page.tx}"
+    assert (hashing.verified, hashing.hashed) == (1, 0)
+    row = transaction(live_server, page.tx)
+    assert (row.stage, row.account_id) == ("mfa", person.account_id)
+    assert len(events(live_server, "signin.password_ok", account_id=person.account_id)) == 1
 
 
 def test_a_message_of_an_earlier_attempt_does_not_follow_to_the_next_page(
